@@ -25,8 +25,8 @@ def ms_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch {a.shape} vs {b.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].double()
-    y = torch.from_numpy(np.ascontiguousarray(b)).permute(2, 0, 1)[None].double()
+    x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].double()
+    y = torch.from_numpy(np.array(b)).permute(2, 0, 1)[None].double()
     min_side = 161
     ph, pw = max(0, min_side - x.shape[-2]), max(0, min_side - x.shape[-1])
     if ph or pw:

@@ -1,0 +1,110 @@
+"""The `stereo-codec` command line: argument parsing and presentation only."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .image_io import InputError, check_pair, read_view
+from .weights import WeightsError, load_weights
+
+VARIANT_CHOICE = click.Choice(["bisic", "bisic-fast"])
+DEVICE_CHOICE = click.Choice(["cpu", "cuda", "auto"])
+USER_ERRORS: tuple[type[Exception], ...] = (InputError, WeightsError)
+
+out = Console()
+err = Console(stderr=True)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
+    return name
+
+
+def notice(msg: str) -> None:
+    err.print(f"[yellow]note:[/] {msg}", highlight=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stereo-codec")
+def cli() -> None:
+    """Learned stereo image codec (BiSIC / BiSIC-Fast): one .sbic file per stereo pair."""
+
+
+@cli.command()
+@click.argument("left", type=click.Path(path_type=Path))
+@click.argument("right", type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path), required=True, help="Release .pth(.tar) or .safetensors file.")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help="Network variant (read from the weights when unambiguous).")
+@click.option("--quality", type=int, default=None, help="Quality level, for variable-rate weights.")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def estimate(left: Path, right: Path, weights: Path, variant: str | None, quality: int | None, device: str, as_json: bool) -> None:
+    """The release's evaluation: estimated bpp (no bitstream), PSNR and MS-SSIM per view."""
+    from .evaluate import estimate_pair
+
+    lv, rv = read_view(left, "left"), read_view(right, "right")
+    check_pair(lv, rv)
+    for n in lv.notices + rv.notices:
+        notice(n)
+    loaded = load_weights(weights, variant, resolve_device(device))
+    q = _check_quality(loaded.model, quality)
+    report = estimate_pair(loaded.model, lv.pixels, rv.pixels, q)
+    report["weights"] = loaded.name
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    table = Table(title=f"{report['variant']} estimate, {report['width']}x{report['height']} per view ({loaded.name})")
+    for col in ("view", "bpp (estimated)", "PSNR dB", "MS-SSIM"):
+        table.add_column(col, justify="right")
+    for name in ("left", "right", ""):
+        sfx = f"_{name}" if name else ""
+        table.add_row(name or "pair", f"{report['bpp' + sfx]:.4f}", f"{report['psnr' + sfx]:.3f}", f"{report['ms_ssim' + sfx]:.5f}")
+    out.print(table)
+
+
+def _check_quality(model, quality: int | None) -> int | None:
+    levels = model.config.qualities
+    if not levels:
+        if quality is not None:
+            raise InputError("--quality: these weights have a single rate (no quality levels)")
+        return None
+    if quality is None:
+        return levels - 1 if levels < 4 else 3
+    if not 0 <= quality < levels:
+        raise InputError(f"--quality must be between 0 and {levels - 1}")
+    return quality
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 1, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except USER_ERRORS as e:
+        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # a bug of ours: still one line, the traceback on request
+        if os.environ.get("STEREOCODEC_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (set STEREOCODEC_DEBUG=1 for a traceback)", highlight=False, soft_wrap=True)
+        sys.exit(2)

@@ -1,0 +1,299 @@
+"""The BiSIC and BiSIC-Fast networks, with the release's module and tensor names.
+
+`forward` is the release's forward pass (train and eval mode) so that parity with the
+released checkpoints can be tested; real coding lives in `stereocodec.coding`, which
+calls the per-slice pieces below (`hyper`, `slice_context`, `slice_params`, `lrp`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import nn
+
+from .entropy_models import FactorizedPrior, GaussianConditional, quantize
+from .layers import MaskedConv3d, MutualAttention, conv3d, conv3d_k3, deconv3d, mlp
+
+VARIANTS = ("bisic", "bisic-fast")
+
+
+@dataclass(frozen=True)
+class BiSICConfig:
+    """Sizes of a network. The release uses N = M = 192 and the hidden widths below."""
+
+    N: int = 192
+    M: int = 192
+    slices: int = 12
+    ep_hidden: tuple[int, ...] = (384, 192, 96)
+    lrp_hidden: tuple[int, ...] = (384, 192, 64)
+    cc_hidden: tuple[int, ...] = (224, 192, 128)
+    qualities: int = 0  # number of quality levels with learned gain vectors (0: release)
+
+    @property
+    def c(self) -> int:
+        return self.N // self.slices
+
+
+def to_views(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, 2, H, W) -> (2B, C, H, W), left and right interleaved, to share per-view weights."""
+    b, c, _, h, w = x.shape
+    return x.transpose(1, 2).reshape(2 * b, c, h, w)
+
+
+def from_views(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `to_views`."""
+    b2, c, h, w = x.shape
+    return x.reshape(b2 // 2, 2, c, h, w).transpose(1, 2)
+
+
+def split_lr(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    v = x.reshape(x.shape[0] // 2, 2, *x.shape[1:])
+    return v[:, 0], v[:, 1]
+
+
+def join_lr(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    return torch.stack([left, right], dim=1).flatten(0, 1)
+
+
+class Hyperprior(nn.Module):
+    """3-D hyper-analysis/synthesis with a factorized prior on each view's z."""
+
+    def __init__(self, N: int, M: int) -> None:
+        super().__init__()
+        act = lambda: nn.LeakyReLU(0.01)  # noqa: E731
+        self.hyper_encoder = nn.Sequential(conv3d_k3(N, M), act(), conv3d(N, M), act(), conv3d(N, M))
+        self.entropy_bottleneck = FactorizedPrior(M)
+        for name in ("hyper_decoder_means", "hyper_decoder_scales"):
+            setattr(self, name, nn.Sequential(deconv3d(M, M), act(), deconv3d(N, M), act(), conv3d_k3(N, 2 * N)))
+
+    def decode(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-view (hm, hs), each (2B, 2N, h, w), from z_hat (B, M, 2, h/4, w/4)."""
+        return to_views(self.hyper_decoder_means(z_hat)), to_views(self.hyper_decoder_scales(z_hat))
+
+    def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.hyper_encoder(y)
+        z_hat, z_lik = self.entropy_bottleneck(to_views(z))
+        z_hat, z_lik = from_views(z_hat), from_views(z_lik)
+        hm, hs = self.decode(z_hat)
+        return hm, hs, z_hat, z_lik
+
+
+class _BiSICBase(nn.Module):
+    """What both variants share: the 3-D codec, hyperprior, channel context and LRP."""
+
+    variant: str
+
+    def __init__(self, config: BiSICConfig) -> None:
+        super().__init__()
+        self.config = config
+        N, M, K, c = config.N, config.M, config.slices, config.c
+        if N != M:
+            raise ValueError("BiSIC requires N == M")
+        gelu = nn.GELU
+        self.Conv3DEncoder_A = nn.Sequential(conv3d(3, N), gelu(), conv3d(N, N))
+        self.En_Transfer_A = MutualAttention(N)
+        self.Conv3DEncoder_B = nn.Sequential(conv3d(N, N), gelu(), conv3d(N, N))
+        self.En_Transfer_B = MutualAttention(N)
+        self.De_Transfer_A = MutualAttention(N)
+        self.Conv3DDecoder_A = nn.Sequential(deconv3d(N, N), gelu(), deconv3d(N, N))
+        self.De_Transfer_B = MutualAttention(N)
+        self.Conv3DDecoder_B = nn.Sequential(deconv3d(N, N), gelu(), deconv3d(N, 3))
+        self.hyperprior = Hyperprior(N, M)
+        self.gaussian_conditional = GaussianConditional()
+        self.channel_context_prediction_list = nn.ModuleList(
+            mlp([c * k, *config.cc_hidden, 8 * c]) for k in range(1, K)
+        )
+        self.chan_SAM = MutualAttention(8 * c)
+        self.LRP_Transform_zero = mlp([2 * N + c, *config.lrp_hidden, c])
+        self.LRP_Transform_list = nn.ModuleList(mlp([2 * N + 9 * c, *config.lrp_hidden, c]) for _ in range(1, K))
+        if config.qualities:
+            # Variable rate: per-quality channel gains on y (before quantisation) and inverse gains after.
+            self.gain = nn.Parameter(torch.ones(config.qualities, N))
+            self.inv_gain = nn.Parameter(torch.ones(config.qualities, N))
+
+    # --- transforms -------------------------------------------------------------------
+    def analysis(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 2, H, W) images in [0, 1] -> y (B, N, 2, H/16, W/16)."""
+        y = self.En_Transfer_A.forward_stacked(self.Conv3DEncoder_A(x))
+        return self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B(y))
+
+    def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
+        x = self.Conv3DDecoder_A(self.De_Transfer_A.forward_stacked(y_hat))
+        return self.Conv3DDecoder_B(self.De_Transfer_B.forward_stacked(x))
+
+    def _gain(self, name: str, quality: torch.Tensor | int | None, ref: torch.Tensor) -> torch.Tensor | None:
+        if not self.config.qualities:
+            return None
+        if quality is None:
+            raise ValueError("this network is variable-rate: a quality level is required")
+        q = torch.as_tensor(quality, device=ref.device).reshape(-1)
+        g = torch.abs(getattr(self, name)[q])  # (B or 1, N)
+        return g[:, :, None, None, None]
+
+    def scale_y(self, y: torch.Tensor, quality: torch.Tensor | int | None) -> torch.Tensor:
+        g = self._gain("gain", quality, y)
+        return y if g is None else y * g
+
+    def unscale_y(self, y_hat: torch.Tensor, quality: torch.Tensor | int | None) -> torch.Tensor:
+        g = self._gain("inv_gain", quality, y_hat)
+        return y_hat if g is None else y_hat * g
+
+    # --- per-slice pieces of the entropy model (shared by forward and the coder) ----------
+    def channel_context(self, k: int, y_hat_done: list[torch.Tensor]) -> torch.Tensor | None:
+        """Channel context of slice k from the decoded slices (2B, c, h, w) of both views."""
+        if k == 0:
+            return None
+        ch = self.channel_context_prediction_list[k - 1](torch.cat(y_hat_done[:k], dim=1))
+        ch_l, ch_r = self.chan_SAM(*split_lr(ch))
+        return join_lr(ch_l, ch_r)
+
+    def lrp(self, k: int, hm: torch.Tensor, ch: torch.Tensor | None, y_hat: torch.Tensor) -> torch.Tensor:
+        """Latent residual prediction: y_hat + 0.5 tanh(LRP)."""
+        if k == 0:
+            r = self.LRP_Transform_zero(torch.cat([hm, y_hat], dim=1))
+        else:
+            r = self.LRP_Transform_list[k - 1](torch.cat([hm, ch, y_hat], dim=1))
+        return y_hat + 0.5 * torch.tanh(r)
+
+    def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
+        """Spatial context (2B, 2c, h, w) of slice k from context values y_ctx (B, c, 2, h, w)."""
+        raise NotImplementedError
+
+    def slice_params(
+        self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor, ch: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, scales), each (2B, c, h, w), of slice k."""
+        raise NotImplementedError
+
+    def context_input(self, y_slice: torch.Tensor) -> torch.Tensor:
+        """What the release's forward feeds the spatial context: noisy y (train), round(y) (eval)."""
+        return quantize(y_slice, "noise") if self.training else torch.round(y_slice)
+
+    # --- the release's forward pass -----------------------------------------------------
+    def forward(self, x: torch.Tensor, quality: torch.Tensor | int | None = None) -> dict:
+        """x: (B, 3, 2, H, W) in [0, 1], H and W multiples of 64."""
+        y = self.scale_y(self.analysis(x), quality)
+        hm, hs, z_hat, z_lik = self.hyperprior(y)
+        c = self.config.c
+        y_hat_done: list[torch.Tensor] = []
+        y_lik = []
+        for k in range(self.config.slices):
+            y_slice = y[:, k * c:(k + 1) * c]
+            ctx = self.slice_context(k, self.context_input(y_slice))
+            ch = self.channel_context(k, y_hat_done)
+            means, scales = self.slice_params(k, hm, hs, ctx, ch)
+            ys = to_views(y_slice)
+            y_lik.append(self.gaussian_conditional(ys, scales, means))
+            y_hat = quantize(ys, "ste", means)
+            y_hat_done.append(self.lrp(k, hm, ch, y_hat))
+        y_hat = from_views(torch.cat(y_hat_done, dim=1))
+        x_hat = self.synthesis(self.unscale_y(y_hat, quality))
+        return {
+            "x_hat": x_hat,
+            "likelihoods": {"y": from_views(torch.cat(y_lik, dim=1)), "z": z_lik},
+            "y_hat": y_hat,
+        }
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.hyperprior.entropy_bottleneck.aux_loss()
+
+
+def _params(net_m: nn.Module, net_s: nn.Module, h_m: torch.Tensor, h_s: torch.Tensor, extra: list) -> tuple:
+    return net_m(torch.cat([h_m, *extra], dim=1)), net_s(torch.cat([h_s, *extra], dim=1))
+
+
+class BiSIC(_BiSICBase):
+    """BiSIC: 12 channel slices, masked 3-D spatial context (raster autoregression)."""
+
+    variant = "bisic"
+
+    def __init__(self, config: BiSICConfig = BiSICConfig()) -> None:
+        super().__init__(config)
+        N, K, c, hid = config.N, config.slices, config.c, config.ep_hidden
+        self.context_prediction_list = nn.ModuleList(MaskedConv3d(c, 2 * c) for _ in range(K))
+        self.entropy_parameters_zero_means = mlp([2 * N + 2 * c, *hid, c])
+        self.entropy_parameters_zero_scales = mlp([2 * N + 2 * c, *hid, c])
+        self.entropy_parameters_list_means = nn.ModuleList(mlp([2 * N + 10 * c, *hid, c]) for _ in range(1, K))
+        self.entropy_parameters_list_scales = nn.ModuleList(mlp([2 * N + 10 * c, *hid, c]) for _ in range(1, K))
+
+    def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
+        return to_views(self.context_prediction_list[k](y_ctx))
+
+    def slice_params(self, k, hm, hs, ctx, ch):
+        if k == 0:
+            return _params(self.entropy_parameters_zero_means, self.entropy_parameters_zero_scales, hm, hs, [ctx])
+        return _params(
+            self.entropy_parameters_list_means[k - 1], self.entropy_parameters_list_scales[k - 1], hm, hs, [ctx, ch]
+        )
+
+
+def anchor_mask(h: int, w: int, device: torch.device | None = None) -> torch.Tensor:
+    """Checkerboard anchors: (even row, odd col) and (odd row, even col); bool (h, w)."""
+    r = torch.arange(h, device=device)[:, None]
+    c = torch.arange(w, device=device)[None, :]
+    return (r + c) % 2 == 1
+
+
+class BiSICFast(_BiSICBase):
+    """BiSIC-Fast: 6 channel slices, two-pass stereo checkerboard context."""
+
+    variant = "bisic-fast"
+
+    def __init__(self, config: BiSICConfig = BiSICConfig(slices=6)) -> None:
+        super().__init__(config)
+        N, K, c, hid = config.N, config.slices, config.c, config.ep_hidden
+        self.context_prediction_CKBD_list = nn.ModuleList(
+            nn.Conv3d(c, 2 * c, kernel_size=(3, 5, 5), padding=(1, 2, 2)) for _ in range(K)
+        )
+        self.entropy_params_anchor_zero_means = mlp([2 * N, *hid, c])
+        self.entropy_params_anchor_zero_scales = mlp([2 * N, *hid, c])
+        self.entropy_params_nonanchor_zero_means = mlp([2 * N + 2 * c, *hid, c])
+        self.entropy_params_nonanchor_zero_scales = mlp([2 * N + 2 * c, *hid, c])
+        for kind, width in (("anchor", 2 * N + 8 * c), ("nonanchor", 2 * N + 10 * c)):
+            for stat in ("means", "scales"):
+                setattr(self, f"entropy_params_{kind}_list_{stat}", nn.ModuleList(mlp([width, *hid, c]) for _ in range(1, K)))
+
+    def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
+        anchors = anchor_mask(*y_ctx.shape[-2:], device=y_ctx.device)
+        return to_views(self.context_prediction_CKBD_list[k](y_ctx * anchors))
+
+    def anchor_params(self, k, hm, hs, ch):
+        """(means, scales) valid at anchor positions (they need no spatial context)."""
+        if k == 0:
+            return _params(self.entropy_params_anchor_zero_means, self.entropy_params_anchor_zero_scales, hm, hs, [])
+        return _params(
+            self.entropy_params_anchor_list_means[k - 1], self.entropy_params_anchor_list_scales[k - 1], hm, hs, [ch]
+        )
+
+    def nonanchor_params(self, k, hm, hs, ctx, ch):
+        if k == 0:
+            return _params(
+                self.entropy_params_nonanchor_zero_means, self.entropy_params_nonanchor_zero_scales, hm, hs, [ctx]
+            )
+        return _params(
+            self.entropy_params_nonanchor_list_means[k - 1],
+            self.entropy_params_nonanchor_list_scales[k - 1],
+            hm, hs, [ctx, ch],
+        )
+
+    def slice_params(self, k, hm, hs, ctx, ch):
+        anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
+        mu_a, s_a = self.anchor_params(k, hm, hs, ch)
+        mu_n, s_n = self.nonanchor_params(k, hm, hs, ctx, ch)
+        return torch.where(anchors, mu_a, mu_n), torch.where(anchors, s_a, s_n)
+
+
+MODELS: dict[str, type[_BiSICBase]] = {"bisic": BiSIC, "bisic-fast": BiSICFast}
+DEFAULT_SLICES = {"bisic": 12, "bisic-fast": 6}
+
+
+def official_config(variant: str) -> BiSICConfig:
+    """The release's configuration (N = M = 192)."""
+    return BiSICConfig(slices=DEFAULT_SLICES[variant])
+
+
+def build_model(variant: str, config: BiSICConfig | None = None) -> _BiSICBase:
+    if variant not in MODELS:
+        raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
+    return MODELS[variant](config or official_config(variant))

@@ -1,0 +1,207 @@
+"""Loading and saving network weights: release checkpoints and our safetensors files.
+
+A checkpoint is untrusted input: release files are read with `weights_only=True`, every
+tensor is checked by name and shape, and failures are one-line `WeightsError`s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .entropy_models import CODER_BUFFERS
+from .models import VARIANTS, BiSICConfig, _BiSICBase, build_model
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+METADATA_KEY = "stereocodec"
+
+
+class WeightsError(ValueError):
+    """A weights file that cannot be used; the message is one line."""
+
+
+@dataclass(frozen=True)
+class LoadedWeights:
+    model: _BiSICBase
+    name: str  # human label stored in .sbic files
+    fingerprint: bytes  # sha256 of the network's tensors, as loaded (float32)
+    metadata: dict
+
+
+def _is_coder_buffer(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in CODER_BUFFERS
+
+
+def _read_release(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(f"{path}: not a checkpoint (expected a state dict of tensors)")
+    # checkpoints saved from DataParallel / DistributedDataParallel prefix every name
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        tensors = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:160]})") from None
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise WeightsError(f"{path}: its stereocodec metadata is not valid JSON") from None
+    return tensors, meta
+
+
+def _shape(sd: dict[str, torch.Tensor], name: str, dim: int = 0) -> int:
+    if name not in sd:
+        raise WeightsError(f"checkpoint is missing tensor {name}")
+    return int(sd[name].shape[dim])
+
+
+def infer_variant(sd: dict[str, torch.Tensor]) -> str | None:
+    has_masked = "context_prediction_list.0.weight" in sd
+    has_ckbd = "context_prediction_CKBD_list.0.weight" in sd
+    if has_masked != has_ckbd:
+        return "bisic" if has_masked else "bisic-fast"
+    return None
+
+
+def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
+    """Read N, M, slices and hidden widths off a state dict's tensor shapes."""
+    ctx = "context_prediction_list" if variant == "bisic" else "context_prediction_CKBD_list"
+    slices = sum(1 for k in sd if k.startswith(ctx + ".") and k.endswith(".weight"))
+    ep = "entropy_parameters_zero_means" if variant == "bisic" else "entropy_params_nonanchor_zero_means"
+    hidden = lambda prefix: tuple(_shape(sd, f"{prefix}.{i}.weight") for i in (0, 2, 4))  # noqa: E731
+    N = _shape(sd, "Conv3DEncoder_A.0.weight")
+    if slices < 2 or N % slices:
+        raise WeightsError(f"checkpoint has {slices} context slices, which does not fit a {variant} network of N={N}")
+    return BiSICConfig(
+        N=N,
+        M=_shape(sd, "hyperprior.hyper_encoder.0.weight"),
+        slices=slices,
+        ep_hidden=hidden(ep),
+        lrp_hidden=hidden("LRP_Transform_zero"),
+        cc_hidden=hidden("channel_context_prediction_list.0"),
+        qualities=int(sd["gain"].shape[0]) if "gain" in sd else 0,
+    )
+
+
+def fingerprint(model: torch.nn.Module) -> bytes:
+    """sha256 over every tensor's name, shape and float32 bytes: names the exact weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        if _is_coder_buffer(name):
+            continue
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.digest()
+
+
+def model_from_state_dict(sd: dict[str, torch.Tensor], variant: str | None, source: str) -> _BiSICBase:
+    """Build the network a state dict describes and load it, checking every tensor."""
+    found = infer_variant(sd)
+    if variant is None:
+        if found is None:
+            raise WeightsError(f"{source}: cannot tell the variant from the tensors; pass --variant")
+        variant = found
+    if variant not in VARIANTS:
+        raise WeightsError(f"unknown variant {variant!r}")
+    if found is not None and found != variant:
+        raise WeightsError(f"{source} holds a {found} network, not {variant}")
+    try:
+        config = infer_config(sd, variant)
+        model = build_model(variant, config)
+    except WeightsError as e:
+        raise WeightsError(f"{source}: {e}") from None
+    except (ValueError, RuntimeError) as e:
+        raise WeightsError(f"{source}: inconsistent tensor shapes ({str(e).splitlines()[0][:120]})") from None
+    sd = dict(sd)
+    expected = {k: v for k, v in model.state_dict().items() if not _is_coder_buffer(k)}
+    given = {k: v for k, v in _rename_bottleneck(sd).items() if not _is_coder_buffer(k)}
+    for name, t in expected.items():
+        if name not in given:
+            raise WeightsError(f"{source}: missing tensor {name}")
+        if tuple(given[name].shape) != tuple(t.shape):
+            raise WeightsError(
+                f"{source}: tensor {name} has shape {tuple(given[name].shape)}, expected {tuple(t.shape)}"
+            )
+    for name in given:
+        if name not in expected:
+            raise WeightsError(f"{source}: unexpected tensor {name}")
+    bad = [n for n, t in given.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise WeightsError(f"{source}: tensor {bad[0]} holds NaN or infinite values")
+    model.load_state_dict({k: v.float() for k, v in given.items()}, strict=False)
+    return model.eval()
+
+
+def _rename_bottleneck(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map compressai's three factorized-prior naming styles onto the release's `_matrix{i}`."""
+    out = {}
+    prefix = "hyperprior.entropy_bottleneck."
+    for k, v in sd.items():
+        if k.startswith(prefix):
+            rest = k[len(prefix):]
+            for old, new in (("matrices", "_matrix"), ("biases", "_bias"), ("factors", "_factor")):
+                for style in (f"_{old}.", f"{old}."):
+                    if rest.startswith(style):
+                        rest = new + rest[len(style):]
+            k = prefix + rest
+        out[k] = v
+    return out
+
+
+def load_weights(path: str | Path, variant: str | None = None, device: str | torch.device = "cpu") -> LoadedWeights:
+    """Load a release checkpoint (.pth/.pth.tar) or a stereo-codec .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        sd, meta = _read_safetensors(path)
+        variant = variant or meta.get("variant")
+    else:
+        sd, meta = _read_release(path), {}
+    model = model_from_state_dict(sd, variant, path.name)
+    name = meta.get("name") or path.name
+    return LoadedWeights(model.to(device), name, fingerprint(model), meta)
+
+
+def default_weights_path(variant: str) -> Path:
+    return DEFAULT_WEIGHTS_DIR / f"{variant}.safetensors"
+
+
+def load_default(variant: str, device: str | torch.device = "cpu") -> LoadedWeights:
+    path = default_weights_path(variant)
+    if not path.is_file():
+        raise WeightsError(f"no shipped weights for {variant} ({path} is missing); pass --weights")
+    return load_weights(path, variant, device)
+
+
+def save_weights(model: _BiSICBase, path: str | Path, metadata: dict, half: bool = True) -> None:
+    """Write our weight format: float16 (or float32) safetensors with JSON metadata."""
+    meta = {"variant": model.variant, "config": asdict(model.config), **metadata}
+    tensors = {
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
+        if not _is_coder_buffer(k)
+    }
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+
