@@ -74,6 +74,58 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
     out.print(table)
 
 
+@cli.command()
+@click.option("--variant", type=VARIANT_CHOICE, default="bisic-fast", show_default=True)
+@click.option("--preset", type=click.Choice(["small", "official", "tiny"]), default="small", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder; an existing checkpoint there is resumed.")
+@click.option("--photos", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of single photos (synthetic stereo pairs).")
+@click.option("--stereo", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of real stereo pairs (InStereo2K, KITTI, Cityscapes, Middlebury, left/+right/).")
+@click.option("--steps", type=int, default=100_000, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True, help="Square crop size, a multiple of 64.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--device", type=DEVICE_CHOICE, default="auto", show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--val-every", type=int, default=500, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Warm start a new run from another run's checkpoint (tensors of equal name and shape).")
+def train(**opts) -> None:
+    """Train a variable-rate network (six quality levels); resumes from OUT/checkpoint.pt."""
+    import torch
+
+    from .train import TrainConfig, train as run
+
+    if opts["crop"] % 64:
+        raise InputError("--crop must be a multiple of 64")
+    threads = opts.pop("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    opts["device"] = resolve_device(opts["device"])
+    for key in ("photos", "stereo"):
+        opts[key] = list(opts[key])
+    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in opts.items()})
+    run(cfg, log=lambda line: out.print(line, highlight=False))
+
+
+@cli.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", default=None, help="Label stored in the weights and in every .sbic made with them.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT.")
+def export(checkpoint: Path, output: Path, name: str | None, force: bool) -> None:
+    """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
+    from .image_io import check_output
+    from .train import export_weights
+
+    check_output(output, force)
+    meta = export_weights(checkpoint, output, name)
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): {meta['name']}")
+
+
 def _check_quality(model, quality: int | None) -> int | None:
     levels = model.config.qualities
     if not levels:

@@ -1,0 +1,299 @@
+"""Training: the release's rate-distortion objective, variable rate, exact resume, DDP.
+
+One network covers all quality levels: each quality q has learned channel gains on y
+(`gain[q]` before quantisation, `inv_gain[q]` after), and every training item draws its q,
+weighting its distortion by LAMBDAS[q]. Batches are a pure function of (seed, step), and
+checkpoints hold model, optimisers, schedule, step and the torch RNG, so a resumed run
+continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
+
+from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
+from .models import DEFAULT_SLICES, BiSICConfig, _BiSICBase, build_model
+from .pairs import find_pairs
+from .weights import save_weights
+
+LAMBDAS = (256, 512, 1024, 2048, 3072, 4096)
+CHECKPOINT_NAME = "checkpoint.pt"
+
+# Presets. `official` is the release at N = M = 192 (one network per lambda there); ours add
+# the six quality levels. `small` trains on a few CPU cores and decodes fast; `tiny` is for tests.
+PRESETS: dict[str, dict] = {
+    "official": {},
+    "small": dict(N=48, M=48, ep_hidden=(192, 128, 64), lrp_hidden=(192, 128, 64), cc_hidden=(128, 96, 64)),
+    "tiny": dict(N=48, M=48, ep_hidden=(16, 16, 16), lrp_hidden=(16, 16, 16), cc_hidden=(16, 16, 16)),
+}
+
+
+def preset_config(preset: str, variant: str, qualities: int = len(LAMBDAS)) -> BiSICConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
+    return BiSICConfig(slices=DEFAULT_SLICES[variant], qualities=qualities, **PRESETS[preset])
+
+
+@dataclass
+class TrainConfig:
+    variant: str = "bisic-fast"
+    preset: str = "small"
+    out: Path = Path("runs/bisic-fast")
+    photos: list[Path] = field(default_factory=list)  # folders of single photos (synthetic stereo)
+    stereo: list[Path] = field(default_factory=list)  # folders of real stereo pairs (any layout)
+    steps: int = 100_000
+    batch: int = 8
+    crop: int = 256
+    lr: float = 1e-4
+    aux_lr: float = 1e-3
+    lr_milestones: tuple[float, ...] = (0.8, 0.95)  # fractions of `steps` where the lr halves
+    clip: float = 1.0
+    seed: int = 0
+    workers: int = 2
+    device: str = "cpu"
+    val_fraction: float = 0.05
+    val_items: int = 4
+    checkpoint_every: int = 100
+    val_every: int = 500
+    log_every: int = 10
+    init_from: Path | None = None  # warm start: tensors of equal name and shape from another run
+
+
+def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The release's loss per item: lambda * (MSE_l + MSE_r) / 2 + (bpp_l + bpp_r) / 2."""
+    b, _, _, h, w = x.shape
+    mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 3, 4))  # (B, 2) per view
+    bits = sum(-torch.log2(lik).sum(dim=(1, 3, 4)) for lik in out["likelihoods"].values())  # (B, 2)
+    bpp = bits / (h * w)
+    loss = lambdas * mse.mean(1) + bpp.mean(1)
+    psnr = 10 * torch.log10(1 / mse.detach().clamp_min(1e-10))
+    return {"loss": loss.mean(), "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr": psnr.mean()}
+
+
+class _StepData(Dataset):
+    """Keys (step, index) -> the base item drawn for that step: batches depend on the step only."""
+
+    def __init__(self, base: Dataset) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        step, index = key
+        for ds in getattr(self.base, "datasets", [self.base]):
+            ds.set_epoch(step)
+        return self.base[index]
+
+
+class _StepSampler:
+    """Batch sampler: for each step from `start`, the rank's share of that step's draw."""
+
+    def __init__(self, n: int, batch: int, seed: int, start: int, stop: int, rank: int, world: int) -> None:
+        self.n, self.batch, self.seed = n, batch, seed
+        self.start, self.stop, self.rank, self.world = start, stop, rank, world
+
+    def __iter__(self):
+        for step in range(self.start, self.stop):
+            idx = np.random.default_rng([self.seed, step]).integers(0, self.n, self.batch * self.world)
+            yield [(step, int(i)) for i in idx[self.rank :: self.world]]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def step_qualities(seed: int, step: int, batch: int, rank: int, world: int) -> torch.Tensor:
+    q = np.random.default_rng([seed, step, 1]).integers(0, len(LAMBDAS), batch * world)
+    return torch.from_numpy(q[rank::world]).long()
+
+
+def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
+    """(train, validation) from synthetic pairs of photos and any real stereo pairs."""
+    train_sets, val_sets = [], []
+    photos = [p for root in cfg.photos for p in photo_paths(Path(root))]
+    if photos:
+        tr, va = split_train_val(photos, cfg.val_fraction, cfg.seed)
+        train_sets.append(SyntheticStereoDataset(tr, cfg.crop, seed=cfg.seed))
+        val_sets.append(SyntheticStereoDataset(va, cfg.crop, seed=cfg.seed + 1))
+    pairs = [p for root in cfg.stereo for p in find_pairs(Path(root))]
+    if pairs:
+        tr, va = split_train_val(pairs, cfg.val_fraction, cfg.seed)
+        train_sets.append(StereoPairDataset(tr, cfg.crop, seed=cfg.seed))
+        if va:
+            val_sets.append(StereoPairDataset(va, cfg.crop, seed=cfg.seed + 1))
+    if not train_sets:
+        raise ValueError("no training data: pass --photos and/or --stereo folders with images")
+    return ConcatDataset(train_sets), ConcatDataset(val_sets) if val_sets else ConcatDataset(train_sets)
+
+
+def make_optimizers(model: _BiSICBase, cfg: TrainConfig):
+    aux_params = [model.hyperprior.entropy_bottleneck.quantiles]
+    main_params = [p for n, p in model.named_parameters() if not n.endswith("entropy_bottleneck.quantiles")]
+    opt = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
+    milestones = sorted({max(1, int(f * cfg.steps)) for f in cfg.lr_milestones})
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.5)
+    return opt, aux, sched
+
+
+def _plain(v):
+    """Paths as strings, so checkpoints load with weights_only=True."""
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    return v
+
+
+def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig) -> None:
+    state = {
+        "format": "stereocodec-train-1",
+        "variant": model.variant,
+        "model_config": asdict(model.config),
+        "train_config": {k: _plain(v) for k, v in asdict(cfg).items()},
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "aux_optimizer": aux.state_dict(),
+        "lr_scheduler": sched.state_dict(),
+        "step": step,
+        "torch_rng": torch.get_rng_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def warm_start(model: _BiSICBase, source: Path) -> str:
+    """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other variant's)."""
+    theirs = load_checkpoint(source)["model"]
+    mine = model.state_dict()
+    shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.load_state_dict(shared, strict=False)
+    return f"warm start from {source}: {len(shared)} of {len(mine)} tensors"
+
+
+@torch.no_grad()
+def validate(model: _BiSICBase, val: Dataset, n: int, device: torch.device) -> list[dict]:
+    """Estimated bpp and PSNR per quality level on fixed held-out items (eval forward)."""
+    model.eval()
+    items = torch.stack([val[i] for i in range(min(n, len(val)))]).to(device)
+    rows = []
+    for q, lam in enumerate(LAMBDAS):
+        stats = rd_loss(model(items, torch.full((len(items),), q, device=device)), items, torch.tensor(float(lam)))
+        rows.append({"quality": q, "lambda": lam, **{k: float(v) for k, v in stats.items()}})
+    model.train()
+    return rows
+
+
+def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable[[int, dict], None] | None = None) -> Path:
+    """Train (or resume) the run in cfg.out; returns the checkpoint path."""
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank, world = 0, 1
+    if distributed:
+        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device(cfg.device if cfg.device != "cuda" else f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.out / CHECKPOINT_NAME
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant)).to(device).train()
+    opt, aux, sched = make_optimizers(model, cfg)
+    start = 0
+    if ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
+            raise ValueError(f"{ckpt_path} belongs to another variant or preset; use another --out")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        aux.load_state_dict(state["aux_optimizer"])
+        sched.load_state_dict(state["lr_scheduler"])
+        start = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed {ckpt_path} at step {start}")
+    elif cfg.init_from:
+        log(warm_start(model, Path(cfg.init_from)))
+    if distributed:  # each rank draws its own quantisation noise, reproducibly from (seed, rank, start)
+        torch.manual_seed(cfg.seed * 1_000_003 + start * world + rank)
+
+    net = model
+    if distributed:
+        model._ddp_params_and_buffers_to_ignore = ["hyperprior.entropy_bottleneck.quantiles"]
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_set, val_set = build_datasets(cfg)
+    sampler = _StepSampler(len(train_set), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
+    loader = DataLoader(_StepData(train_set), batch_sampler=sampler, num_workers=cfg.workers,
+                        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+    lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
+    t0, step = time.time(), start
+    for step, x in enumerate(loader, start=start + 1):
+        x = x.to(device, non_blocking=True)
+        q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world).to(device)
+        stats = rd_loss(net(x, q), x, lambdas_all[q])
+        opt.zero_grad(set_to_none=True)
+        stats["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        opt.step()
+        sched.step()
+        aux_loss = model.aux_loss()
+        aux.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        if distributed:
+            g = model.hyperprior.entropy_bottleneck.quantiles.grad
+            dist.all_reduce(g)
+            g /= world
+        aux.step()
+        row = {k: float(v.detach()) for k, v in stats.items()} | {"aux": float(aux_loss.detach()), "lr": opt.param_groups[0]["lr"]}
+        if progress and rank == 0:
+            progress(step, row)
+        if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            dt = (time.time() - t0) / (step - start)
+            log(f"step {step} loss {row['loss']:.4f} bpp {row['bpp']:.4f} psnr {row['psnr']:.2f} "
+                f"aux {row['aux']:.1f} lr {row['lr']:.2e} {dt:.2f}s/step")
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg)
+        if rank == 0 and cfg.val_every and step % cfg.val_every == 0:
+            for r in validate(model, val_set, cfg.val_items, device):
+                log(f"val step {step} q{r['quality']} lambda {r['lambda']} bpp {r['bpp']:.4f} psnr {r['psnr']:.2f} loss {r['loss']:.4f}")
+    if distributed:
+        dist.destroy_process_group()
+    return ckpt_path
+
+
+def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: dict | None = None) -> dict:
+    """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
+    state = load_checkpoint(checkpoint)
+    model = build_model(state["variant"], BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                                         for k, v in state["model_config"].items()}))
+    model.load_state_dict(state["model"])
+    tc = state["train_config"]
+    meta = {
+        "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {state['step']}",
+        "preset": tc["preset"],
+        "quality_levels": len(LAMBDAS),
+        "lambdas": list(LAMBDAS),
+        "training_steps": state["step"],
+        "training_batch": tc["batch"],
+        "training_crop": tc["crop"],
+        "training_data": {"photos": tc["photos"], "stereo": tc["stereo"]},
+        "date": date.today().isoformat(),
+        **(extra or {}),
+    }
+    save_weights(model, out, meta)
+    return meta
