@@ -40,8 +40,8 @@ def is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTS and not path.name.startswith(".")
 
 
-def _walk_images(root: Path) -> Iterator[tuple[PurePosixPath, list[Path]]]:
-    """Yield (folder relative to root, its image files sorted by name), following links once."""
+def _walk_images(root: Path, pick: Callable[[Path], bool] = is_image) -> Iterator[tuple[PurePosixPath, list[Path]]]:
+    """Yield (folder relative to root, its files that `pick` accepts, sorted by name), following links once."""
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -51,8 +51,13 @@ def _walk_images(root: Path) -> Iterator[tuple[PurePosixPath, list[Path]]]:
         seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
-        files = sorted(here / f for f in filenames if is_image(here / f))
+        files = sorted(here / f for f in filenames if pick(here / f))
         yield PurePosixPath(here.relative_to(root).as_posix()), files
+
+
+def list_files(root: Path, pick: Callable[[Path], bool] = is_image) -> list[Path]:
+    """Files under `root` that `pick` accepts, walked as `find_pairs` walks (hidden skipped, links once)."""
+    return [f for _, files in _walk_images(Path(root), pick) for f in files]
 
 
 class _Matcher:

@@ -1,0 +1,176 @@
+"""Batch compression and decompression of folder trees (stereocodec.batch, `stereo-codec batch`)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import assert_clean_error, run_cli
+from test_codec import tiny_weights
+from test_stereo_formats import smooth_view
+from stereocodec.batch import CodecSpec, Source, batch_decode, find_sources, parse_shard, plan_batch, run_batch
+from stereocodec.codec import Codec
+from stereocodec.container import Container
+from stereocodec.image_io import InputError
+from stereocodec.stereo_formats import join_sbs, write_mpo
+from stereocodec.weights import load_weights, save_weights
+
+# One thread per process: on a busy machine two OpenMP threads per process can be 50x slower.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+H, W = 64, 96
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def weights_file(tmp_path_factory) -> Path:
+    """Tiny seeded variable-rate weights saved as a real weights file."""
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(tiny_weights("bisic-fast").model, path, {"name": "tiny test weights"})
+    return path
+
+
+def write_pair(folder: Path, seed: int, broken_right: bool = False) -> None:
+    """left.png / right.png of H x W, the right view a shifted copy of the left (real stereo-like)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    wide = smooth_view(seed, H, W + 4)
+    Image.fromarray(wide[:, 4:]).save(folder / "left.png")
+    if broken_right:
+        (folder / "right.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    else:
+        Image.fromarray(wide[:, :W]).save(folder / "right.png")
+
+
+def tree(root: Path, names: list[str], broken: str | None = None) -> Path:
+    for i, name in enumerate(names):
+        write_pair(root / name, i, broken_right=name == broken)
+    return root
+
+
+def summary(stdout: str) -> dict[str, str]:
+    """The summary table's rows, label -> value."""
+    rows = re.findall(r"^\W*([a-zA-Z][\w ()./]*?)\s*[│|]\s*(\S+)\s*[│|]\s*$", stdout, re.M)
+    return dict(rows)
+
+
+def outputs(root: Path) -> dict[str, tuple[int, int]]:
+    """Relative path -> (inode, mtime) of every file, to tell rewritten files from kept ones."""
+    return {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_batch_cli_broken_pair_fails_alone_and_rerun_skips_the_done(tmp_path: Path, weights_file: Path) -> None:
+    src = tree(tmp_path / "in", ["scenes/a", "scenes/b", "c"], broken="scenes/b")
+    out = tmp_path / "out"
+    args = ("batch", src, "-o", out, "--weights", weights_file, "--verify")
+    first = run_cli(*args, env=ONE_THREAD)
+    assert first.returncode == 1, first.stderr
+    table = summary(first.stdout)
+    assert (table["pairs"], table["done"], table["failed"]) == ("3", "2", "1"), first.stdout
+    assert float(table["mean PSNR dB (this run)"]) > 0
+    assert re.search(r"failed: scenes/b: .*right\.png", first.stdout), first.stdout
+    assert sorted(outputs(out)) == ["c.sbic", "scenes/a.sbic"]  # the input tree, mirrored
+    for name in ("c", "scenes/a"):
+        container = Container.from_bytes((out / f"{name}.sbic").read_bytes())
+        assert (container.views[0].height, container.views[0].width) == (H, W)
+    before = outputs(out)
+
+    second = run_cli(*args[:-1], env=ONE_THREAD)
+    assert second.returncode == 1
+    table = summary(second.stdout)
+    assert (table["done"], table["skipped (valid output exists)"], table["failed"]) == ("0", "2", "1"), second.stdout
+    assert outputs(out) == before
+
+
+def test_invalid_outputs_are_redone_and_force_redoes_all(tmp_path: Path, weights_file: Path) -> None:
+    src = tree(tmp_path / "in", ["a", "b"])
+    out = tmp_path / "out"
+    spec = CodecSpec(weights_file)
+    done = run_batch(plan_batch(src, out), spec)
+    assert [o.status for o in done.outcomes] == ["done", "done"] and done.ratio > 1
+    good = (out / "a.sbic").read_bytes()
+    (out / "a.sbic").write_bytes(good[: len(good) // 2])  # a partial file from some other tool
+    again = run_batch(plan_batch(src, out), spec)
+    assert {o.name: o.status for o in again.outcomes} == {"a": "done", "b": "skipped"}
+    assert (out / "a.sbic").read_bytes() == good  # deterministic encoder
+    forced = run_batch(plan_batch(src, out), spec, force=True)
+    assert [o.status for o in forced.outcomes] == ["done", "done"]
+
+
+def test_shards_cover_every_pair_exactly_once(tmp_path: Path, weights_file: Path) -> None:
+    src = tree(tmp_path / "in", ["p0", "p1", "x/p2", "x/p3", "p4"])
+    out = tmp_path / "out"
+    one = run_cli("batch", src, "-o", out, "--weights", weights_file, "--shard", "1/2", "--workers", "2", env=ONE_THREAD, check=True)
+    first = set(outputs(out))
+    two = run_cli("batch", src, "-o", out, "--weights", weights_file, "--shard", "2/2", env=ONE_THREAD, check=True)
+    second = set(outputs(out)) - first
+    assert summary(one.stdout)["done"] == "3" and summary(two.stdout)["done"] == "2"
+    assert first.isdisjoint(second)
+    assert first | second == {"p0.sbic", "p1.sbic", "p4.sbic", "x/p2.sbic", "x/p3.sbic"}
+
+
+def test_plan_shards_partition_and_bad_shards_are_refused(tmp_path: Path) -> None:
+    src = tree(tmp_path / "in", [f"s{i}" for i in range(7)])
+    every = [j.name for j in plan_batch(src, tmp_path / "out")]
+    for n in (1, 2, 3, 8):
+        shards = [[j.name for j in plan_batch(src, tmp_path / "out", (k, n))] for k in range(1, n + 1)]
+        assert sorted(sum(shards, [])) == every
+    for text in ("0/2", "3/2", "1/0", "1-2", "a/b"):
+        with pytest.raises(InputError, match="--shard"):
+            parse_shard(text)
+
+
+def test_mpo_and_side_by_side_sources(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    write_pair(root / "pair", 0)
+    left, right = smooth_view(1, 32, 40), smooth_view(2, 32, 40)
+    (root / "trip").mkdir()
+    write_mpo(root / "trip" / "cam.mpo", Image.fromarray(left), Image.fromarray(right))
+    Image.fromarray(join_sbs(right, left)).save(root / "tv.png")  # cross-eyed: right view first
+    assert [(s.name, s.layout) for s in find_sources(root)] == [("pair", "pair"), ("trip/cam", "mpo")]
+    sources = find_sources(root, sbs="cross")
+    assert [(s.name, s.layout) for s in sources] == [("pair", "pair"), ("trip/cam", "mpo"), ("tv", "sbs-cross")]
+    (sl, sr), (ml, mr) = sources[2].read(), sources[1].read()
+    assert np.array_equal(sl.pixels, left) and np.array_equal(sr.pixels, right)
+    assert np.abs(ml.pixels.astype(int) - left).mean() < 3 and np.abs(mr.pixels.astype(int) - right).mean() < 3
+    assert [j.outputs[0].relative_to(tmp_path) for j in plan_batch(root, tmp_path / "o", sbs="cross")] == [
+        Path("o/pair.sbic"), Path("o/trip/cam.sbic"), Path("o/tv.sbic")]  # fmt: skip
+    Image.fromarray(join_sbs(left, right)).save(root / "trip" / "cam.png")  # would also be named trip/cam
+    with pytest.raises(InputError, match="trip/cam"):
+        find_sources(root, sbs="parallel")
+    Image.new("RGB", (7, 4)).save(tmp_path / "odd.png")
+    with pytest.raises(InputError, match="odd width"):
+        Source("odd", "sbs", (tmp_path / "odd.png",)).read()
+
+
+def test_batch_decode_matches_the_decoder_and_resumes(tmp_path: Path, weights_file: Path) -> None:
+    src = tree(tmp_path / "in", ["a", "deep/b"])
+    coded, decoded = tmp_path / "sbic", tmp_path / "png"
+    run_batch(plan_batch(src, coded), CodecSpec(weights_file), quality=1)
+    result = batch_decode(coded, decoded, CodecSpec(weights_file))
+    assert sorted(o.status for o in result.outcomes) == ["done", "done"]
+    assert sorted(outputs(decoded)) == ["a_left.png", "a_right.png", "deep/b_left.png", "deep/b_right.png"]
+    codec = Codec(load_weights(weights_file))
+    dec = codec.decode((coded / "deep" / "b.sbic").read_bytes())
+    assert np.array_equal(np.asarray(Image.open(decoded / "deep" / "b_right.png")), dec.right)
+    (coded / "junk.sbic").write_bytes(b"SBIC but not really")
+    again = batch_decode(coded, decoded, CodecSpec(weights_file))
+    assert {o.name: o.status for o in again.outcomes} == {"a": "skipped", "deep/b": "skipped", "junk": "failed"}
+
+
+def test_batch_cli_decode_and_user_errors(tmp_path: Path, weights_file: Path) -> None:
+    src = tree(tmp_path / "in", ["a"])
+    run_batch(plan_batch(src, tmp_path / "sbic"), CodecSpec(weights_file))
+    proc = run_cli("batch", tmp_path / "sbic", "-o", tmp_path / "png", "--decode", "--weights", weights_file, env=ONE_THREAD, check=True)
+    assert summary(proc.stdout)["done"] == "1" and (tmp_path / "png" / "a_left.png").is_file()
+    assert_clean_error(run_cli("batch", src, "-o", tmp_path / "o", "--weights", tmp_path / "nope.safetensors"))

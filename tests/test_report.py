@@ -1,0 +1,103 @@
+"""The rate-distortion report (stereocodec.report, `stereo-codec report`)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+
+from conftest import need_shared, run_cli
+from test_batch import ONE_THREAD, one_thread, tree, weights_file  # noqa: F401 (fixtures)
+from stereocodec import baselines
+from stereocodec.image_io import InputError
+from stereocodec.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report
+
+
+def test_report_cli_on_crops_of_the_shared_pairs(tmp_path: Path, weights_file: Path) -> None:
+    stereo = need_shared("data", "stereo")
+    files = {name: tmp_path / f"rd.{name}" for name in ("json", "csv", "png")}
+    proc = run_cli(
+        "report", stereo, "--codecs", "sbic,jpeg,webp", "--anchor", "jpeg", "--weights", weights_file,
+        "--max-side", "64", "--qualities", "jpeg=10,30,60,90", "--qualities", "webp=15,50,90",
+        "--json", files["json"], "--csv", files["csv"], "--plot", files["png"],
+        env=ONE_THREAD, check=True,
+    )  # fmt: skip
+    assert "BD-rate against jpeg" in proc.stdout and "webp" in proc.stdout
+    data = json.loads(files["json"].read_text())
+    assert data["anchor"] == "jpeg" and sorted(data["pairs"]) == ["aloe", "foundation", "mb_playtable"]
+    settings = {"sbic": 6, "jpeg": 4, "webp": 3}
+    assert len(data["points"]) == 3 * sum(settings.values())  # every RD point is there
+    for p in data["points"]:
+        assert max(p["width"], p["height"]) <= 64
+        assert p["bpp"] == pytest.approx(8 * p["bytes"] / (2 * p["width"] * p["height"]))
+        assert p["psnr"] == pytest.approx((p["psnr_left"] + p["psnr_right"]) / 2)
+        assert p["psnr_gap"] == pytest.approx(p["psnr_left"] - p["psnr_right"])
+    assert {name: len(c) for name, c in data["curves"].items()} == settings
+    assert data["bd_rate"]["jpeg"] == {"psnr": pytest.approx(0, abs=1e-9), "ms_ssim": pytest.approx(0, abs=1e-9)}
+    assert data["bd_rate"]["webp"]["psnr"] is not None
+    assert len(list(csv.DictReader(io.StringIO(files["csv"].read_text())))) == len(data["points"])
+    with Image.open(files["png"]) as img:
+        assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 200
+
+
+def test_bd_rate_of_a_curve_against_itself_and_its_scaled_rates() -> None:
+    base = [CurvePoint(q, 3, bpp, psnr, ssim, 0.0, 0.1, 0.1) for q, bpp, psnr, ssim in
+            [(0, 0.2, 29.0, 0.90), (1, 0.4, 32.0, 0.94), (2, 0.8, 35.5, 0.97), (3, 1.6, 39.0, 0.985)]]  # fmt: skip
+    cheaper = [CurvePoint(p.quality, p.pairs, 0.8 * p.bpp, p.psnr, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
+    bd, notes = bd_rates({"anchor": base, "same": list(base), "cheaper": cheaper}, "anchor")
+    assert notes == []
+    for name, expected in (("anchor", 0.0), ("same", 0.0), ("cheaper", -20.0)):
+        assert bd[name].psnr == pytest.approx(expected, abs=1e-9)
+        assert bd[name].ms_ssim == pytest.approx(expected, abs=1e-9)
+    apart = [CurvePoint(p.quality, p.pairs, p.bpp, p.psnr + 30, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
+    bd, notes = bd_rates({"anchor": base, "apart": apart}, "anchor")
+    assert bd["apart"].psnr is None and bd["apart"].ms_ssim == pytest.approx(0, abs=1e-9)
+    assert len(notes) == 1 and "apart" in notes[0]
+
+
+def test_mean_curves_unreadable_pairs_and_tables(tmp_path: Path) -> None:
+    root = tree(tmp_path / "in", ["a", "b", "c"], broken="c")
+    plan = plan_report(root, ["jpeg"], anchor="jpeg", qualities={"jpeg": [20, 80]}, max_side=40)
+    assert plan.steps == 3 * 2
+    steps = []
+    report = run_report(plan, lambda n, label: steps.append(n))
+    assert sum(steps) == plan.steps
+    assert report.pairs == ["a", "b"] and any(n.startswith("pair c left out") for n in report.notes)
+    for curve in report.curves["jpeg"]:
+        group = [p for p in report.points if p.quality == curve.quality]
+        assert len(group) == curve.pairs == 2
+        assert curve.bpp == pytest.approx(np.mean([p.bpp for p in group]))
+        assert curve.psnr == pytest.approx(np.mean([p.psnr for p in group]))
+    assert all((p.width, p.height) == (40, 40) for p in report.points)
+    console = Console(file=io.StringIO(), width=120)
+    console.print(rd_table(report), bd_table(report))
+    assert "jpeg (anchor)" in console.file.getvalue()
+
+
+def test_unavailable_codecs_are_skipped_and_the_anchor_falls_back(tmp_path: Path, monkeypatch) -> None:
+    root = tree(tmp_path / "in", ["a"])
+    monkeypatch.setattr(baselines.CODECS["hevc"], "available", lambda: "ffmpeg not found on PATH")
+    plan = plan_report(root, ["webp", "hevc"], anchor="hevc")
+    assert plan.anchor == "jpeg" and list(plan.codecs) == ["webp", "jpeg"]
+    assert any("hevc skipped: ffmpeg" in n for n in plan.notes) and any("against jpeg" in n for n in plan.notes)
+
+
+def test_report_user_errors(tmp_path: Path) -> None:
+    root = tree(tmp_path / "in", ["a"])
+    assert parse_qualities(["jpeg=10,90", "sbic=0"]) == {"jpeg": [10, 90], "sbic": [0]}
+    for bad in ("jpeg", "png=1", "jpeg=1,x"):
+        with pytest.raises(InputError, match="--qualities"):
+            parse_qualities([bad])
+    with pytest.raises(InputError, match="unknown codec"):
+        plan_report(root, ["jpeg", "bpg"], anchor="jpeg")
+    with pytest.raises(InputError, match="not among"):
+        plan_report(root, ["jpeg"], anchor="jpeg", qualities={"webp": [50]})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no stereo pairs"):
+        plan_report(tmp_path / "empty", ["jpeg"], anchor="jpeg")
