@@ -11,15 +11,18 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from .coding import CodingError
+from .container import ContainerError
 from .image_io import InputError, check_pair, read_view
-from .weights import WeightsError, load_weights
+from .weights import WeightsError, load_default, load_weights
 
 VARIANT_CHOICE = click.Choice(["bisic", "bisic-fast"])
 DEVICE_CHOICE = click.Choice(["cpu", "cuda", "auto"])
-USER_ERRORS: tuple[type[Exception], ...] = (InputError, WeightsError)
+USER_ERRORS: tuple[type[Exception], ...] = (InputError, WeightsError, ContainerError, CodingError)
+DEFAULT_VARIANT = "bisic-fast"
 
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_device(name: str) -> str:
@@ -126,6 +129,136 @@ def export(checkpoint: Path, output: Path, name: str | None, force: bool) -> Non
     out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): {meta['name']}")
 
 
+def _weights(path: Path | None, variant: str | None, device: str):
+    if path is not None:
+        return load_weights(path, variant, resolve_device(device))
+    return load_default(variant or DEFAULT_VARIANT, resolve_device(device))
+
+
+def _read_sbic(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+
+
+@cli.command()
+@click.argument("left", type=click.Path(path_type=Path))
+@click.argument("right", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="The .sbic file to write.")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant (default {DEFAULT_VARIANT}).")
+@click.option("--quality", "-q", type=int, default=None, help="Quality level (0 = smallest files; default 3).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file instead of the shipped ones.")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def encode(left: Path, right: Path, output: Path, variant, quality, weights, device, force, as_json) -> None:
+    """Compress a stereo pair into one .sbic file."""
+    import time
+
+    from .codec import Codec
+    from .image_io import check_output, write_bytes
+    from .metrics import psnr
+
+    check_output(output, force)
+    lv, rv = read_view(left, "left"), read_view(right, "right")
+    check_pair(lv, rv)
+    for n in lv.notices + rv.notices:
+        notice(n)
+    codec = Codec(_weights(weights, variant, device))
+    t0 = time.perf_counter()
+    enc = codec.encode(lv, rv, quality)
+    seconds = time.perf_counter() - t0
+    write_bytes(output, enc.data, force)
+    h, w = lv.pixels.shape[:2]
+    summary = {
+        "output": str(output), "bytes": len(enc.data), "bpp": 8 * len(enc.data) / (2 * h * w),
+        "quality": enc.container.quality, "variant": enc.container.variant, "width": w, "height": h,
+        "psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right), "seconds": seconds,
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        out.print(
+            f"{output}: {len(enc.data):,} bytes, {summary['bpp']:.4f} bpp, PSNR {summary['psnr_left']:.2f} / "
+            f"{summary['psnr_right']:.2f} dB (left / right), {enc.container.variant} q{enc.container.quality}, {seconds:.1f} s",
+            highlight=False,
+        )
+
+
+@cli.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "prefix", type=click.Path(path_type=Path), default=None,
+              help="Prefix: writes PREFIX_left.png and PREFIX_right.png (default: next to INPUT).")
+@click.option("--left", "left_out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--right", "right_out", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file (default: the shipped weights of the file's variant).")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+def decode(input: Path, prefix, left_out, right_out, weights, device, force) -> None:
+    """Decode a .sbic file back to its two views (original size and pixel mode)."""
+    from .codec import Codec
+    from .container import Container
+    from .image_io import check_output, restore_mode, write_image
+
+    if (left_out is None) != (right_out is None):
+        raise InputError("give both --left and --right, or neither")
+    if left_out is not None and prefix is not None:
+        raise InputError("use either -o PREFIX or --left/--right")
+    if left_out is None:
+        base = prefix if prefix is not None else input.with_suffix("")
+        left_out, right_out = (base.parent / f"{base.name}_{v}.png" for v in ("left", "right"))
+    if left_out.resolve() == right_out.resolve():
+        raise InputError("--left and --right name the same file")
+    for path in (left_out, right_out):
+        check_output(path, force)
+    data = _read_sbic(input)
+    header = Container.from_bytes(data)
+    codec = Codec(_weights(weights, header.variant, device))
+    dec = codec.decode(data)
+    for path, pixels, view in ((left_out, dec.left, header.views[0]), (right_out, dec.right, header.views[1])):
+        write_image(path, restore_mode(pixels, view.mode), force)
+    out.print(f"wrote {left_out} and {right_out} ({header.views[0].width}x{header.views[0].height})", highlight=False)
+
+
+@cli.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(input: Path, as_json: bool) -> None:
+    """Show a .sbic file's header and streams (no weights needed)."""
+    from .container import Container
+
+    data = _read_sbic(input)
+    c = Container.from_bytes(data)
+    h, w = c.views[0].height, c.views[0].width
+    pixels = 2 * h * w
+    report = {
+        "file": str(input), "bytes": len(data), "bpp": 8 * len(data) / pixels, "variant": c.variant,
+        "quality": c.quality, "weights": c.weights_name, "weights_fingerprint": c.weights_fingerprint.hex(),
+        "coder": c.coder, "width": w, "height": h,
+        "modes": [v.mode for v in c.views], "padded": [c.padded_height, c.padded_width],
+        "header_bytes": c.header_size(), "symbols_checksum": f"{c.symbols_checksum:08x}",
+        "streams": [{"name": s.name, "bytes": len(s.data), "bpp": 8 * len(s.data) / pixels} for s in c.streams],
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    table = Table(title=f"{input} — .sbic v1, {c.variant} q{c.quality}, {w}x{h} x 2 views ({', '.join(report['modes'])})")
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    table.add_column("bits/pixel", justify="right")
+    table.add_row("header", str(report["header_bytes"]), f"{8 * report['header_bytes'] / pixels:.4f}")
+    for s in report["streams"]:
+        table.add_row(f"stream {s['name']}", str(s["bytes"]), f"{s['bpp']:.4f}")
+    table.add_row("total", str(len(data)), f"{report['bpp']:.4f}", style="bold")
+    out.print(table)
+    out.print(f"weights: {c.weights_name} ({c.weights_fingerprint.hex()[:16]}), coder: {c.coder}", highlight=False)
+
+
 def _check_quality(model, quality: int | None) -> int | None:
     levels = model.config.qualities
     if not levels:
@@ -137,6 +270,12 @@ def _check_quality(model, quality: int | None) -> int | None:
     if not 0 <= quality < levels:
         raise InputError(f"--quality must be between 0 and {levels - 1}")
     return quality
+
+
+from .cli_batch import batch, report  # noqa: E402  (registered on the group below)
+
+cli.add_command(batch)
+cli.add_command(report)
 
 
 def main() -> None:

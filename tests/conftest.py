@@ -8,6 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Small per-step tensor work is fastest single-threaded, and a 2-core CI machine runs the
+# CLI subprocesses beside this process: keep the test process itself on one thread.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -1,0 +1,120 @@
+"""The codec proper: a pair of views <-> .sbic bytes, joining image I/O, coding and container."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .coding import CODER
+from .container import Container, ContainerError, Stream, ViewInfo
+from .image_io import InputError, View, check_pair, pair_tensor, padded_size, to_uint8
+from .latent_codecs import StereoLatentCodec
+from .weights import LoadedWeights
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes  # the .sbic file
+    container: Container
+    left: np.ndarray  # the reconstruction every decoder of this file produces (uint8 HWC)
+    right: np.ndarray
+    information_bits: float  # ideal payload size under the coding models
+
+
+@dataclass(frozen=True)
+class Decoded:
+    container: Container
+    left: np.ndarray
+    right: np.ndarray
+
+
+class Codec:
+    """A loaded network ready to encode and decode stereo pairs."""
+
+    def __init__(self, weights: LoadedWeights) -> None:
+        self.weights = weights
+        self.model = weights.model.eval()
+        self.latents = StereoLatentCodec(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def quality_levels(self) -> int:
+        return self.model.config.qualities
+
+    def default_quality(self) -> int:
+        levels = self.quality_levels()
+        return 0 if levels == 0 else min(3, levels - 1)
+
+    def _model_quality(self, quality: int) -> int | None:
+        levels = self.quality_levels()
+        if levels == 0:
+            if quality != 0:
+                raise InputError("these weights have a single rate: quality must be 0")
+            return None
+        if not 0 <= quality < levels:
+            raise InputError(f"quality must be between 0 and {levels - 1} for these weights")
+        return quality
+
+    def encode(self, left: View, right: View, quality: int | None = None) -> Encoded:
+        check_pair(left, right)
+        quality = self.default_quality() if quality is None else quality
+        q = self._model_quality(quality)
+        h, w = left.pixels.shape[:2]
+        x = pair_tensor(left.pixels, right.pixels).to(self.device)
+        coded = self.latents.compress(x, q)
+        ph, pw = padded_size(h, w)
+        container = Container(
+            variant=self.model.variant,
+            weights_name=self.weights.name[:255],
+            weights_fingerprint=self.weights.fingerprint,
+            quality=quality,
+            coder=CODER,
+            views=(ViewInfo(h, w, left.mode), ViewInfo(h, w, right.mode)),
+            padded_height=ph,
+            padded_width=pw,
+            symbols_checksum=coded.checksum,
+            streams=tuple(Stream(name, data) for name, data in coded.streams.items()),
+        )
+        rec_l, rec_r = to_uint8(coded.x_hat, h, w)
+        return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits)
+
+    def check_compatible(self, container: Container) -> None:
+        """Refuse files made with other weights or another coder, naming both sides."""
+        if container.variant != self.model.variant:
+            raise ContainerError(f"file is {container.variant}, these weights are {self.model.variant}")
+        if container.weights_fingerprint != self.weights.fingerprint:
+            raise ContainerError(
+                f"file was encoded with weights '{container.weights_name}' "
+                f"({container.weights_fingerprint.hex()[:12]}), not '{self.weights.name}' "
+                f"({self.weights.fingerprint.hex()[:12]}); decode with the same weights"
+            )
+        if container.coder.split(".")[:2] != CODER.split(".")[:2]:
+            raise ContainerError(f"file was coded by {container.coder}; this stereo-codec uses {CODER}")
+
+    def decode(self, data: bytes) -> Decoded:
+        container = Container.from_bytes(data)
+        self.check_compatible(container)
+        names = [s.name for s in container.streams]
+        if names != ["z", "y"]:
+            raise ContainerError(f"unexpected streams {names} (expected z, y)")
+        left, right = container.views
+        if (left.height, left.width) != (right.height, right.width):
+            raise ContainerError("views of different sizes in one file are not supported")
+        if padded_size(left.height, left.width) != (container.padded_height, container.padded_width):
+            raise ContainerError("padded size does not match the view size")
+        levels = self.quality_levels()
+        if levels and container.quality >= levels:
+            raise ContainerError(f"quality {container.quality} is not a level of these weights (0..{levels - 1})")
+        q = container.quality if levels else None
+        x_hat = self.latents.decompress(
+            {s.name: s.data for s in container.streams},
+            (container.padded_height, container.padded_width),
+            q,
+            container.symbols_checksum,
+        )
+        rec_l, rec_r = to_uint8(x_hat, left.height, left.width)
+        return Decoded(container, rec_l, rec_r)

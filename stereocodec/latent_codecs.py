@@ -1,0 +1,170 @@
+"""Real coding of the latents: the same traversal drives the encoder and the decoder.
+
+Each piece walks its symbols in a fixed order and asks an `io` object for the decodable
+values: the encoder's io codes round(y - mu) and returns it plus mu, the decoder's io
+decodes the symbols and returns the same values. Sharing one walk for both directions is
+what guarantees that contexts on both sides read identical numbers.
+
+Composition (as in CompressAI's latent codecs): the hyperprior codes z with the factorized
+prior; then for each channel slice, a spatial order codes y: `raster_wavefront` for BiSIC
+(masked 5x5 context; all positions with equal 3*row + col are independent, so both views
+and a whole anti-diagonal are coded per step) and `checkerboard` for BiSIC-Fast (anchors,
+then non-anchors conditioned on them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .coding import CodingError, SymbolDecoder, SymbolEncoder, categorical_tables, scale_indices
+from .models import _BiSICBase, anchor_mask, from_views, to_views
+
+
+class EncodeIO:
+    def __init__(self, coder: SymbolEncoder) -> None:
+        self.coder = coder
+
+    def gaussian(self, target: torch.Tensor, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        symbols = torch.round(target - means)
+        self.coder.gaussian(symbols.cpu().numpy().astype(np.int64), scale_indices(scales))
+        return symbols + means
+
+    def categorical(self, target: torch.Tensor, rows: np.ndarray, *tables) -> torch.Tensor:
+        symbols = target.cpu().numpy().astype(np.int64)
+        self.coder.categorical(symbols, rows, *tables)
+        return target
+
+
+class DecodeIO:
+    def __init__(self, coder: SymbolDecoder) -> None:
+        self.coder = coder
+
+    def gaussian(self, target: None, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        symbols = self.coder.gaussian(scale_indices(scales))
+        return torch.from_numpy(symbols).to(means.dtype).to(means.device).reshape(means.shape) + means
+
+    def categorical(self, target: None, rows: np.ndarray, *tables) -> torch.Tensor:
+        return torch.from_numpy(self.coder.categorical(rows, *tables)).float()
+
+
+def raster_wavefront(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, ch) -> torch.Tensor:
+    """BiSIC's masked-context slice, coded one anti-diagonal (3*row + col = t) at a time.
+
+    y, hm, hs, ch are per view (2, C, h, w); returns the decodable slice (2, c, h, w).
+    The masked 3-D conv is evaluated only at the positions of the step, on 5x5 patches.
+    """
+    conv = model.context_prediction_list[k]
+    c = conv.in_channels
+    weight = (conv.weight * conv.mask).reshape(conv.out_channels, -1)
+    h, w = hm.shape[-2:]
+    dev = hm.device
+    ypad = torch.zeros(c, 4, h + 4, w + 4, device=dev)  # depth 1 = left, 2 = right; zero borders
+    out = torch.zeros(2, c, h, w, device=dev)
+    taps = torch.arange(5, device=dev)
+    for t in range(3 * (h - 1) + w):
+        rows = torch.arange(max(0, -(-(t - w + 1) // 3)), min(h - 1, t // 3) + 1, device=dev)
+        cols = t - 3 * rows
+        p = len(rows)
+        patches = ypad[:, :, rows[:, None, None] + taps[None, :, None], cols[:, None, None] + taps[None, None, :]]
+        ctx = torch.stack([
+            patches[:, v:v + 3].permute(2, 0, 1, 3, 4).reshape(p, -1) @ weight.T + conv.bias for v in (0, 1)
+        ])  # (2, P, 2c)
+        at = lambda t4: t4[:, :, rows, cols].permute(0, 2, 1).reshape(2 * p, -1, 1, 1)  # noqa: E731
+        means, scales = model.slice_params(
+            k, at(hm), at(hs), ctx.reshape(2 * p, -1, 1, 1), None if ch is None else at(ch)
+        )
+        per_view = lambda t4: t4.reshape(2, p, c).permute(0, 2, 1)  # noqa: E731
+        values = io.gaussian(None if y is None else y[:, :, rows, cols], per_view(means), per_view(scales))
+        out[:, :, rows, cols] = values
+        ypad[:, 1:3, rows + 2, cols + 2] = values.permute(1, 0, 2)
+    return out
+
+
+def checkerboard(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, ch) -> torch.Tensor:
+    """BiSIC-Fast's slice in two passes: anchors from hyperprior + channel context, then the rest."""
+    anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
+    out = torch.zeros(2, model.config.c, *hm.shape[-2:], device=hm.device)
+    mu, s = model.anchor_params(k, hm, hs, ch)
+    out[..., anchors] = io.gaussian(None if y is None else y[..., anchors], mu[..., anchors], s[..., anchors])
+    ctx = model.slice_context(k, from_views(out))
+    mu, s = model.nonanchor_params(k, hm, hs, ctx, ch)
+    rest = ~anchors
+    out[..., rest] = io.gaussian(None if y is None else y[..., rest], mu[..., rest], s[..., rest])
+    return out
+
+
+SPATIAL_ORDERS: dict[str, Callable] = {"bisic": raster_wavefront, "bisic-fast": checkerboard}
+
+
+@dataclass(frozen=True)
+class Compressed:
+    streams: dict[str, bytes]
+    checksum: int  # CRC32 chained over every coded symbol, z then y
+    x_hat: torch.Tensor  # the reconstruction the decoder will produce
+    information_bits: float  # ideal size of the symbols under the coding models
+
+
+class StereoLatentCodec:
+    """Hyperprior x channel slices x spatial order, for both views at once."""
+
+    def __init__(self, model: _BiSICBase) -> None:
+        self.model = model.eval()
+        pmfs, minima, lengths = model.hyperprior.entropy_bottleneck.pmf_tables()
+        self.z_tables = (categorical_tables(pmfs, lengths), minima, lengths)
+        self.spatial = SPATIAL_ORDERS[model.variant]
+
+    def _z(self, io, z: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+        medians = self.model.hyperprior.entropy_bottleneck.medians().detach()
+        m = len(medians)
+        rows = np.broadcast_to(np.arange(m)[None, :, None], (2, m, shape[0] * shape[1])).reshape(-1)
+        target = None if z is None else torch.round(to_views(z) - medians[None, :, None, None])
+        symbols = io.categorical(target, rows, *self.z_tables)
+        z_hat = symbols.reshape(2, m, *shape).to(medians.device) + medians[None, :, None, None]
+        return from_views(z_hat)
+
+    def _y(self, io, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
+        model, c = self.model, self.model.config.c
+        done: list[torch.Tensor] = []
+        for k in range(model.config.slices):
+            ch = model.channel_context(k, done)
+            y_k = None if y is None else to_views(y[:, k * c:(k + 1) * c])
+            done.append(model.lrp(k, hm, ch, self.spatial(model, io, k, y_k, hm, hs, ch)))
+        return from_views(torch.cat(done, dim=1))
+
+    @torch.no_grad()
+    def compress(self, x: torch.Tensor, quality: int | None) -> Compressed:
+        """x (1, 3, 2, H, W), H and W multiples of 64 -> streams and the decoder's reconstruction."""
+        model = self.model
+        y = model.scale_y(model.analysis(x), quality)
+        z = model.hyperprior.hyper_encoder(y)
+        z_coder = SymbolEncoder()
+        z_hat = self._z(EncodeIO(z_coder), z, z.shape[-2:])
+        hm, hs = model.hyperprior.decode(z_hat)
+        y_coder = SymbolEncoder(z_coder.crc)
+        y_hat = self._y(EncodeIO(y_coder), y, hm, hs)
+        x_hat = model.synthesis(model.unscale_y(y_hat, quality))
+        return Compressed(
+            {"z": z_coder.finish(), "y": y_coder.finish()},
+            y_coder.crc,
+            x_hat,
+            z_coder.information_bits + y_coder.information_bits,
+        )
+
+    @torch.no_grad()
+    def decompress(self, streams: dict[str, bytes], size: tuple[int, int], quality: int | None, checksum: int) -> torch.Tensor:
+        model = self.model
+        z_coder = SymbolDecoder(streams["z"])
+        z_hat = self._z(DecodeIO(z_coder), None, (size[0] // 64, size[1] // 64))
+        hm, hs = model.hyperprior.decode(z_hat.to(next(model.parameters()).device))
+        y_coder = SymbolDecoder(streams["y"], z_coder.crc)
+        y_hat = self._y(DecodeIO(y_coder), None, hm, hs)
+        if y_coder.crc != checksum:
+            raise CodingError(
+                "decoded symbols do not match the encoder's checksum: the file is corrupted or this "
+                "machine's arithmetic differs from the encoder's"
+            )
+        return model.synthesis(model.unscale_y(y_hat, quality))
