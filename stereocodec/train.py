@@ -239,7 +239,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     train_set, val_set = build_datasets(cfg)
     sampler = _StepSampler(len(train_set), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
     loader = DataLoader(_StepData(train_set), batch_sampler=sampler, num_workers=cfg.workers,
-                        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda")
+                        persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(cfg.seed))  # keep the global RNG for the noise
     lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
     t0, step = time.time(), start
     for step, x in enumerate(loader, start=start + 1):
