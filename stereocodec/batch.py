@@ -303,7 +303,7 @@ class _Runner:
             return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=_bpp(Container.from_bytes(data), len(data)))
         left, right = job.source.read()
         codec = self.codec(None)
-        enc = codec.encode(left, right, self.quality)
+        enc = codec.encode(left, right, self.quality, reconstruct=self.verify)
         quality = None
         if self.verify:
             dec = codec.decode(enc.data)

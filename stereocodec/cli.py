@@ -155,8 +155,9 @@ def _read_sbic(path: Path) -> bytes:
 @click.option("--weights", type=click.Path(path_type=Path), default=None, help="Weights file instead of the shipped ones.")
 @click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--psnr", "with_psnr", is_flag=True, help="Also reconstruct and report PSNR (one more synthesis pass).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def encode(left: Path, right: Path, output: Path, variant, quality, weights, device, force, as_json) -> None:
+def encode(left: Path, right: Path, output: Path, variant, quality, weights, device, force, with_psnr, as_json) -> None:
     """Compress a stereo pair into one .sbic file."""
     import time
 
@@ -171,23 +172,26 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
         notice(n)
     codec = Codec(_weights(weights, variant, device))
     t0 = time.perf_counter()
-    enc = codec.encode(lv, rv, quality)
+    enc = codec.encode(lv, rv, quality, reconstruct=with_psnr)
     seconds = time.perf_counter() - t0
     write_bytes(output, enc.data, force)
     h, w = lv.pixels.shape[:2]
     summary = {
         "output": str(output), "bytes": len(enc.data), "bpp": 8 * len(enc.data) / (2 * h * w),
         "quality": enc.container.quality, "variant": enc.container.variant, "width": w, "height": h,
-        "psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right), "seconds": seconds,
+        "seconds": seconds,
     }
+    if with_psnr:
+        summary |= {"psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right)}
     if as_json:
         click.echo(json.dumps(summary))
-    else:
-        out.print(
-            f"{output}: {len(enc.data):,} bytes, {summary['bpp']:.4f} bpp, PSNR {summary['psnr_left']:.2f} / "
-            f"{summary['psnr_right']:.2f} dB (left / right), {enc.container.variant} q{enc.container.quality}, {seconds:.1f} s",
-            highlight=False,
-        )
+        return
+    quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
+    out.print(
+        f"{output}: {len(enc.data):,} bytes, {summary['bpp']:.4f} bpp{quality_text}, "
+        f"{enc.container.variant} q{enc.container.quality}, {seconds:.1f} s",
+        highlight=False,
+    )
 
 
 @cli.command()

@@ -18,8 +18,8 @@ from .weights import LoadedWeights
 class Encoded:
     data: bytes  # the .sbic file
     container: Container
-    left: np.ndarray  # the reconstruction every decoder of this file produces (uint8 HWC)
-    right: np.ndarray
+    left: np.ndarray | None  # the reconstruction every decoder of this file produces (uint8 HWC)
+    right: np.ndarray | None  # (None when encode was asked not to reconstruct)
     information_bits: float  # ideal payload size under the coding models
 
 
@@ -59,13 +59,13 @@ class Codec:
             raise InputError(f"quality must be between 0 and {levels - 1} for these weights")
         return quality
 
-    def encode(self, left: View, right: View, quality: int | None = None) -> Encoded:
+    def encode(self, left: View, right: View, quality: int | None = None, reconstruct: bool = True) -> Encoded:
         check_pair(left, right)
         quality = self.default_quality() if quality is None else quality
         q = self._model_quality(quality)
         h, w = left.pixels.shape[:2]
         x = pair_tensor(left.pixels, right.pixels).to(self.device)
-        coded = self.latents.compress(x, q)
+        coded = self.latents.compress(x, q, reconstruct)
         ph, pw = padded_size(h, w)
         container = Container(
             variant=self.model.variant,
@@ -79,7 +79,7 @@ class Codec:
             symbols_checksum=coded.checksum,
             streams=tuple(Stream(name, data) for name, data in coded.streams.items()),
         )
-        rec_l, rec_r = to_uint8(coded.x_hat, h, w)
+        rec_l, rec_r = to_uint8(coded.x_hat, h, w) if reconstruct else (None, None)
         return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits)
 
     def check_compatible(self, container: Container) -> None:

@@ -51,6 +51,17 @@ class DecodeIO:
         return torch.from_numpy(self.coder.categorical(rows, *tables)).float()
 
 
+def wavefront_positions(h: int, w: int, device: torch.device | None = None):
+    """Steps of BiSIC's decoding order: all (row, col) with 3*row + col = t, rows ascending.
+
+    The 5x5 "A" mask reads (r, c-1), (r, c-2) and rows r-1, r-2 at columns c-2..c+2, all of
+    which have a smaller 3*row + col, so each step depends only on earlier steps.
+    """
+    for t in range(3 * (h - 1) + w):
+        rows = torch.arange(max(0, -(-(t - w + 1) // 3)), min(h - 1, t // 3) + 1, device=device)
+        yield rows, t - 3 * rows
+
+
 def raster_wavefront(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, ch) -> torch.Tensor:
     """BiSIC's masked-context slice, coded one anti-diagonal (3*row + col = t) at a time.
 
@@ -65,9 +76,7 @@ def raster_wavefront(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, 
     ypad = torch.zeros(c, 4, h + 4, w + 4, device=dev)  # depth 1 = left, 2 = right; zero borders
     out = torch.zeros(2, c, h, w, device=dev)
     taps = torch.arange(5, device=dev)
-    for t in range(3 * (h - 1) + w):
-        rows = torch.arange(max(0, -(-(t - w + 1) // 3)), min(h - 1, t // 3) + 1, device=dev)
-        cols = t - 3 * rows
+    for rows, cols in wavefront_positions(h, w, dev):
         p = len(rows)
         patches = ypad[:, :, rows[:, None, None] + taps[None, :, None], cols[:, None, None] + taps[None, None, :]]
         ctx = torch.stack([
@@ -104,7 +113,7 @@ SPATIAL_ORDERS: dict[str, Callable] = {"bisic": raster_wavefront, "bisic-fast": 
 class Compressed:
     streams: dict[str, bytes]
     checksum: int  # CRC32 chained over every coded symbol, z then y
-    x_hat: torch.Tensor  # the reconstruction the decoder will produce
+    x_hat: torch.Tensor | None  # the reconstruction the decoder will produce, when asked for
     information_bits: float  # ideal size of the symbols under the coding models
 
 
@@ -136,8 +145,11 @@ class StereoLatentCodec:
         return from_views(torch.cat(done, dim=1))
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, quality: int | None) -> Compressed:
-        """x (1, 3, 2, H, W), H and W multiples of 64 -> streams and the decoder's reconstruction."""
+    def compress(self, x: torch.Tensor, quality: int | None, reconstruct: bool = True) -> Compressed:
+        """x (1, 3, 2, H, W), H and W multiples of 64 -> streams (and the decoder's reconstruction).
+
+        The reconstruction costs a synthesis pass; skip it when only the file is wanted.
+        """
         model = self.model
         y = model.scale_y(model.analysis(x), quality)
         z = model.hyperprior.hyper_encoder(y)
@@ -146,7 +158,7 @@ class StereoLatentCodec:
         hm, hs = model.hyperprior.decode(z_hat)
         y_coder = SymbolEncoder(z_coder.crc)
         y_hat = self._y(EncodeIO(y_coder), y, hm, hs)
-        x_hat = model.synthesis(model.unscale_y(y_hat, quality))
+        x_hat = model.synthesis(model.unscale_y(y_hat, quality)) if reconstruct else None
         return Compressed(
             {"z": z_coder.finish(), "y": y_coder.finish()},
             y_coder.crc,

@@ -57,7 +57,7 @@ class SbicCodec:
 
     def code(self, left: np.ndarray, right: np.ndarray, quality: int) -> CodedPair:
         start = time.perf_counter()
-        enc = self.codec.encode(View(left, "RGB"), View(right, "RGB"), quality)
+        enc = self.codec.encode(View(left, "RGB"), View(right, "RGB"), quality, reconstruct=False)
         middle = time.perf_counter()
         dec = self.codec.decode(enc.data)
         return CodedPair(dec.left, dec.right, (enc.data,), middle - start, time.perf_counter() - middle)
