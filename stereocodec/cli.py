@@ -61,9 +61,10 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
     check_pair(lv, rv)
     for n in lv.notices + rv.notices:
         notice(n)
+    from .codec import resolve_quality
+
     loaded = load_weights(weights, variant, resolve_device(device))
-    q = _check_quality(loaded.model, quality)
-    report = estimate_pair(loaded.model, lv.pixels, rv.pixels, q)
+    report = estimate_pair(loaded.model, lv.pixels, rv.pixels, resolve_quality(loaded.model, quality)[1])
     report["weights"] = loaded.name
     if as_json:
         click.echo(json.dumps(report))
@@ -261,19 +262,6 @@ def info(input: Path, as_json: bool) -> None:
     table.add_row("total", str(len(data)), f"{report['bpp']:.4f}", style="bold")
     out.print(table)
     out.print(f"weights: {c.weights_name} ({c.weights_fingerprint.hex()[:16]}), coder: {c.coder}", highlight=False)
-
-
-def _check_quality(model, quality: int | None) -> int | None:
-    levels = model.config.qualities
-    if not levels:
-        if quality is not None:
-            raise InputError("--quality: these weights have a single rate (no quality levels)")
-        return None
-    if quality is None:
-        return levels - 1 if levels < 4 else 3
-    if not 0 <= quality < levels:
-        raise InputError(f"--quality must be between 0 and {levels - 1}")
-    return quality
 
 
 from .cli_batch import batch, report  # noqa: E402  (registered on the group below)

@@ -11,6 +11,7 @@ from .coding import CODER
 from .container import Container, ContainerError, Stream, ViewInfo
 from .image_io import InputError, View, check_pair, pair_tensor, padded_size, to_uint8
 from .latent_codecs import StereoLatentCodec
+from .models import _BiSICBase
 from .weights import LoadedWeights
 
 
@@ -30,6 +31,26 @@ class Decoded:
     right: np.ndarray
 
 
+DEFAULT_QUALITY = 3
+
+
+def resolve_quality(model: _BiSICBase, quality: int | None) -> tuple[int, int | None]:
+    """(quality stored in the file, quality the network takes) for a requested level.
+
+    Variable-rate weights take a level 0..levels-1 (default 3, the middle of six);
+    single-rate weights (such as release checkpoints) have only level 0.
+    """
+    levels = model.config.qualities
+    if levels == 0:
+        if quality not in (None, 0):
+            raise InputError("these weights have a single rate: quality must be 0")
+        return 0, None
+    quality = min(DEFAULT_QUALITY, levels - 1) if quality is None else quality
+    if not 0 <= quality < levels:
+        raise InputError(f"quality must be between 0 and {levels - 1} for these weights")
+    return quality, quality
+
+
 class Codec:
     """A loaded network ready to encode and decode stereo pairs."""
 
@@ -46,23 +67,11 @@ class Codec:
         return self.model.config.qualities
 
     def default_quality(self) -> int:
-        levels = self.quality_levels()
-        return 0 if levels == 0 else min(3, levels - 1)
-
-    def _model_quality(self, quality: int) -> int | None:
-        levels = self.quality_levels()
-        if levels == 0:
-            if quality != 0:
-                raise InputError("these weights have a single rate: quality must be 0")
-            return None
-        if not 0 <= quality < levels:
-            raise InputError(f"quality must be between 0 and {levels - 1} for these weights")
-        return quality
+        return resolve_quality(self.model, None)[0]
 
     def encode(self, left: View, right: View, quality: int | None = None, reconstruct: bool = True) -> Encoded:
         check_pair(left, right)
-        quality = self.default_quality() if quality is None else quality
-        q = self._model_quality(quality)
+        quality, q = resolve_quality(self.model, quality)
         h, w = left.pixels.shape[:2]
         x = pair_tensor(left.pixels, right.pixels).to(self.device)
         coded = self.latents.compress(x, q, reconstruct)
