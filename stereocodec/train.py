@@ -10,6 +10,7 @@ continues exactly as an uninterrupted one.
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -200,6 +201,18 @@ def validate(model: _BiSICBase, val: Dataset, n: int, device: torch.device) -> l
     return rows
 
 
+class _StopRequest:
+    """SIGINT / SIGTERM finish the current step and save a checkpoint instead of losing work."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable[[int, dict], None] | None = None) -> Path:
     """Train (or resume) the run in cfg.out; returns the checkpoint path."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -242,6 +255,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(cfg.seed))  # keep the global RNG for the noise
     lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
+    stop = _StopRequest()
     t0, step = time.time(), start
     for step, x in enumerate(loader, start=start + 1):
         x = x.to(device, non_blocking=True)
@@ -267,8 +281,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
             dt = (time.time() - t0) / (step - start)
             log(f"step {step} loss {row['loss']:.4f} bpp {row['bpp']:.4f} psnr {row['psnr']:.2f} "
                 f"aux {row['aux']:.1f} lr {row['lr']:.2e} {dt:.2f}s/step")
-        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+        if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested):
             save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg)
+        if stop.requested:
+            log(f"stopped at step {step} on request; checkpoint saved")
+            break
         if rank == 0 and cfg.val_every and step % cfg.val_every == 0:
             for r in validate(model, val_set, cfg.val_items, device):
                 log(f"val step {step} q{r['quality']} lambda {r['lambda']} bpp {r['bpp']:.4f} psnr {r['psnr']:.2f} loss {r['loss']:.4f}")

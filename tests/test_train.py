@@ -50,3 +50,26 @@ def test_export_loads_as_variable_rate_weights(tmp_path: Path) -> None:
 def test_cli_train_refuses_bad_crop(tmp_path: Path) -> None:
     proc = run_cli("train", "--out", tmp_path, "--photos", tmp_path, "--crop", "100")
     assert proc.returncode != 0 and "multiple of 64" in proc.stderr
+
+
+def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    photos = need_shared("data", "photos")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stereocodec", "train", "--preset", "tiny", "--out", str(tmp_path), "--photos", str(photos),
+         "--steps", "1000", "--batch", "1", "--crop", "64", "--workers", "0", "--device", "cpu", "--log-every", "1",
+         "--checkpoint-every", "1000", "--val-every", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("step 2 "):
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0, "".join(lines)
+    assert any("stopped at step" in ln for ln in lines)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert 2 <= state["step"] < 1000
