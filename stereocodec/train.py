@@ -179,6 +179,18 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+@torch.no_grad()
+def spread_gains(model: _BiSICBase) -> None:
+    """Start level q's latent gain at sqrt(lambda_q / 1024) (its inverse after quantisation).
+
+    The step size that balances rate and MSE scales as 1/sqrt(lambda); starting there gives
+    six distinct, ordered levels from the first step instead of waiting for equal gains to drift apart.
+    """
+    g = torch.sqrt(torch.tensor(LAMBDAS, dtype=torch.float32) / 1024)[:, None].to(model.gain.device)
+    model.gain.copy_(g.expand_as(model.gain))
+    model.inv_gain.copy_((1 / g).expand_as(model.inv_gain))
+
+
 def warm_start(model: _BiSICBase, source: Path) -> str:
     """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other variant's)."""
     theirs = load_checkpoint(source)["model"]
@@ -226,6 +238,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant)).to(device).train()
+    spread_gains(model)
     opt, aux, sched = make_optimizers(model, cfg)
     start = 0
     if ckpt_path.exists():

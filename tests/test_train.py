@@ -73,3 +73,19 @@ def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
     assert any("stopped at step" in ln for ln in lines)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert 2 <= state["step"] < 1000
+
+
+def test_a_new_run_starts_with_ordered_quality_levels() -> None:
+    """Levels start at gains sqrt(lambda / 1024): lower levels spend fewer estimated bits."""
+    from stereocodec.models import build_model
+    from stereocodec.train import preset_config, spread_gains
+
+    torch.manual_seed(0)
+    model = build_model("bisic-fast", preset_config("tiny", "bisic-fast")).eval()
+    spread_gains(model)
+    assert torch.all(model.gain[1:] > model.gain[:-1]) and torch.allclose(model.gain * model.inv_gain, torch.ones(1))
+    base = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(1)), size=(64, 64))
+    x = torch.stack([base, base.roll(2, dims=-1)], dim=2)  # (1, 3, 2, 64, 64)
+    with torch.no_grad():
+        bits = [sum(-torch.log2(lk).sum() for lk in model(x, q)["likelihoods"].values()) for q in (0, 5)]
+    assert bits[0] < bits[1]
