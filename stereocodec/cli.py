@@ -96,7 +96,7 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
 @click.option("--val-every", type=int, default=500, show_default=True)
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
-              help="Warm start a new run from another run's checkpoint (tensors of equal name and shape).")
+              help="Warm start a new run from a run's checkpoint or a .safetensors weights file (tensors of equal name and shape).")
 def train(**opts) -> None:
     """Train a variable-rate network (six quality levels); resumes from OUT/checkpoint.pt."""
     import torch

@@ -26,7 +26,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
 from .models import DEFAULT_SLICES, BiSICConfig, _BiSICBase, build_model
 from .pairs import find_pairs
-from .weights import save_weights
+from .weights import load_weights, save_weights
 
 LAMBDAS = (256, 512, 1024, 2048, 3072, 4096)
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -192,8 +192,13 @@ def spread_gains(model: _BiSICBase) -> None:
 
 
 def warm_start(model: _BiSICBase, source: Path) -> str:
-    """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other variant's)."""
-    theirs = load_checkpoint(source)["model"]
+    """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other
+    variant's) or from shipped .safetensors weights (training goes on from them; optimiser
+    state and step start afresh)."""
+    if source.suffix == ".safetensors":
+        theirs = load_weights(source).model.state_dict()
+    else:
+        theirs = load_checkpoint(source)["model"]
     mine = model.state_dict()
     shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     model.load_state_dict(shared, strict=False)

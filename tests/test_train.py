@@ -47,6 +47,21 @@ def test_export_loads_as_variable_rate_weights(tmp_path: Path) -> None:
     assert next(iter(loaded.model.state_dict().values())).dtype == torch.float32
 
 
+def test_training_goes_on_from_shipped_weights(tmp_path: Path) -> None:
+    """--init-from a .safetensors file: every tensor comes from it (float16 values, in float32)."""
+    from stereocodec.models import build_model
+    from stereocodec.train import preset_config, warm_start
+
+    photos = need_shared("data", "photos")
+    train(_config(tmp_path / "run", photos, 1), log=lambda _: None)
+    export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors")
+    model = build_model("bisic-fast", preset_config("tiny", "bisic-fast"))
+    message = warm_start(model, tmp_path / "w.safetensors")
+    shipped = load_weights(tmp_path / "w.safetensors").model.state_dict()
+    assert f"{len(shipped)} of {len(shipped)} tensors" in message
+    assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
+
+
 def test_cli_train_refuses_bad_crop(tmp_path: Path) -> None:
     proc = run_cli("train", "--out", tmp_path, "--photos", tmp_path, "--crop", "100")
     assert proc.returncode != 0 and "multiple of 64" in proc.stderr
