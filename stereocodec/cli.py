@@ -88,6 +88,8 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
 @click.option("--batch", type=int, default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True, help="Square crop size, a multiple of 64.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--aux-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the hyperprior's quantiles.")
+@click.option("--warmup", type=int, default=300, show_default=True, help="Steps of linear lr warm-up (also after --init-from).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader processes.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")

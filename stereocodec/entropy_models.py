@@ -19,8 +19,9 @@ from torch import nn
 LIKELIHOOD_BOUND = 1e-9
 SCALE_BOUND = 0.11
 
-# compressai buffers that belong to its own range coder; never read, never required.
-CODER_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table")
+# Buffers that are not learned: compressai's range-coder tables, and the constant bounds, which
+# the modules set themselves (1e-9 does not survive float16). Weight files neither need nor set them.
+DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "bound", "scale_bound")
 
 
 class LowerBound(nn.Module):

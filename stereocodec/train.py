@@ -59,6 +59,7 @@ class TrainConfig:
     lr: float = 1e-4
     aux_lr: float = 1e-3
     lr_milestones: tuple[float, ...] = (0.8, 0.95)  # fractions of `steps` where the lr halves
+    warmup: int = 300  # steps of linear lr warm-up: fresh Adam moments make the first steps large
     clip: float = 1.0
     seed: int = 0
     workers: int = 2
@@ -143,8 +144,13 @@ def make_optimizers(model: _BiSICBase, cfg: TrainConfig):
     main_params = [p for n, p in model.named_parameters() if not n.endswith("entropy_bottleneck.quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    milestones = sorted({max(1, int(f * cfg.steps)) for f in cfg.lr_milestones})
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=0.5)
+    milestones = [max(1, int(f * cfg.steps)) for f in cfg.lr_milestones]
+
+    def factor(step: int) -> float:
+        ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
+        return ramp * 0.5 ** sum(step >= m for m in milestones)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return opt, aux, sched
 
 

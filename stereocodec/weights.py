@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .entropy_models import CODER_BUFFERS
+from .entropy_models import DERIVED_BUFFERS
 from .models import VARIANTS, BiSICConfig, _BiSICBase, build_model
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -36,8 +36,8 @@ class LoadedWeights:
     metadata: dict
 
 
-def _is_coder_buffer(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in CODER_BUFFERS
+def _is_derived_buffer(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in DERIVED_BUFFERS
 
 
 def _read_release(path: Path) -> dict[str, torch.Tensor]:
@@ -108,7 +108,7 @@ def fingerprint(model: torch.nn.Module) -> bytes:
     """sha256 over every tensor's name, shape and float32 bytes: names the exact weights."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        if _is_coder_buffer(name):
+        if _is_derived_buffer(name):
             continue
         h.update(f"{name}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -134,8 +134,8 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], variant: str | None, sour
     except (ValueError, RuntimeError) as e:
         raise WeightsError(f"{source}: inconsistent tensor shapes ({str(e).splitlines()[0][:120]})") from None
     sd = dict(sd)
-    expected = {k: v for k, v in model.state_dict().items() if not _is_coder_buffer(k)}
-    given = {k: v for k, v in _rename_bottleneck(sd).items() if not _is_coder_buffer(k)}
+    expected = {k: v for k, v in model.state_dict().items() if not _is_derived_buffer(k)}
+    given = {k: v for k, v in _rename_bottleneck(sd).items() if not _is_derived_buffer(k)}
     for name, t in expected.items():
         if name not in given:
             raise WeightsError(f"{source}: missing tensor {name}")
@@ -201,7 +201,7 @@ def save_weights(model: _BiSICBase, path: str | Path, metadata: dict, half: bool
     tensors = {
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
-        if not _is_coder_buffer(k)
+        if not _is_derived_buffer(k)
     }
     save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
 

@@ -104,3 +104,20 @@ def test_a_new_run_starts_with_ordered_quality_levels() -> None:
     with torch.no_grad():
         bits = [sum(-torch.log2(lk).sum() for lk in model(x, q)["likelihoods"].values()) for q in (0, 5)]
     assert bits[0] < bits[1]
+
+
+def test_float16_weights_keep_the_constant_bounds(tmp_path: Path) -> None:
+    """1e-9 is 0 in float16: a likelihood bound read back from the file would give log(0) = -inf
+    within a few steps of training on from shipped weights."""
+    from stereocodec.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
+
+    photos = need_shared("data", "photos")
+    train(_config(tmp_path / "run", photos, 1), log=lambda _: None)
+    export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors")
+    bounds = {k: v for k, v in load_weights(tmp_path / "w.safetensors").model.state_dict().items()
+              if k.endswith("bound")}
+    assert bounds and all(v.item() == pytest.approx(SCALE_BOUND if "scale" in k else LIKELIHOOD_BOUND,
+                                                    rel=1e-6) for k, v in bounds.items())
+    cfg = _config(tmp_path / "on", photos, 4)
+    cfg.init_from = tmp_path / "w.safetensors"
+    assert all(torch.isfinite(torch.tensor(loss)) for loss in _losses(cfg).values())
