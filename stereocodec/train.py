@@ -163,7 +163,8 @@ def _plain(v):
     return v
 
 
-def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig) -> None:
+def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig, prior_steps: int = 0) -> None:
+    """`prior_steps`: the steps the warm-start source had seen, so exported weights count them all."""
     state = {
         "format": "stereocodec-train-1",
         "variant": model.variant,
@@ -174,6 +175,7 @@ def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainCon
         "aux_optimizer": aux.state_dict(),
         "lr_scheduler": sched.state_dict(),
         "step": step,
+        "prior_steps": prior_steps,
         "torch_rng": torch.get_rng_state(),
     }
     tmp = path.with_suffix(".tmp")
@@ -197,18 +199,20 @@ def spread_gains(model: _BiSICBase) -> None:
     model.inv_gain.copy_((1 / g).expand_as(model.inv_gain))
 
 
-def warm_start(model: _BiSICBase, source: Path) -> str:
+def warm_start(model: _BiSICBase, source: Path) -> tuple[str, int]:
     """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other
     variant's) or from shipped .safetensors weights (training goes on from them; optimiser
-    state and step start afresh)."""
+    state and step start afresh). Returns a log line and the training steps the source had seen."""
     if source.suffix == ".safetensors":
-        theirs = load_weights(source).model.state_dict()
+        loaded = load_weights(source)
+        theirs, steps = loaded.model.state_dict(), int(loaded.metadata.get("training_steps", 0))
     else:
-        theirs = load_checkpoint(source)["model"]
+        state = load_checkpoint(source)
+        theirs, steps = state["model"], int(state["step"]) + int(state.get("prior_steps", 0))
     mine = model.state_dict()
     shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     model.load_state_dict(shared, strict=False)
-    return f"warm start from {source}: {len(shared)} of {len(mine)} tensors"
+    return f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors", steps
 
 
 @torch.no_grad()
@@ -251,7 +255,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant)).to(device).train()
     spread_gains(model)
     opt, aux, sched = make_optimizers(model, cfg)
-    start = 0
+    start = prior_steps = 0
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
@@ -260,11 +264,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
         opt.load_state_dict(state["optimizer"])
         aux.load_state_dict(state["aux_optimizer"])
         sched.load_state_dict(state["lr_scheduler"])
-        start = int(state["step"])
+        start, prior_steps = int(state["step"]), int(state.get("prior_steps", 0))
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed {ckpt_path} at step {start}")
     elif cfg.init_from:
-        log(warm_start(model, Path(cfg.init_from)))
+        message, prior_steps = warm_start(model, Path(cfg.init_from))
+        log(message)
     if distributed:  # each rank draws its own quantisation noise, reproducibly from (seed, rank, start)
         torch.manual_seed(cfg.seed * 1_000_003 + start * world + rank)
 
@@ -306,7 +311,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
             log(f"step {step} loss {row['loss']:.4f} bpp {row['bpp']:.4f} psnr {row['psnr']:.2f} "
                 f"aux {row['aux']:.1f} lr {row['lr']:.2e} {dt:.2f}s/step")
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested):
-            save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg)
+            save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg, prior_steps)
         if stop.requested:
             log(f"stopped at step {step} on request; checkpoint saved")
             break
@@ -325,12 +330,13 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
                                                          for k, v in state["model_config"].items()}))
     model.load_state_dict(state["model"])
     tc = state["train_config"]
+    steps = int(state["step"]) + int(state.get("prior_steps", 0))
     meta = {
-        "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {state['step']}",
+        "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {steps}",
         "preset": tc["preset"],
         "quality_levels": len(LAMBDAS),
         "lambdas": list(LAMBDAS),
-        "training_steps": state["step"],
+        "training_steps": steps,
         "training_batch": tc["batch"],
         "training_crop": tc["crop"],
         "training_data": {"photos": tc["photos"], "stereo": tc["stereo"]},

@@ -56,7 +56,8 @@ def test_training_goes_on_from_shipped_weights(tmp_path: Path) -> None:
     train(_config(tmp_path / "run", photos, 1), log=lambda _: None)
     export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors")
     model = build_model("bisic-fast", preset_config("tiny", "bisic-fast"))
-    message = warm_start(model, tmp_path / "w.safetensors")
+    message, steps = warm_start(model, tmp_path / "w.safetensors")
+    assert steps == 1
     shipped = load_weights(tmp_path / "w.safetensors").model.state_dict()
     assert f"{len(shipped)} of {len(shipped)} tensors" in message
     assert all(torch.equal(v, shipped[k]) for k, v in model.state_dict().items())
@@ -121,3 +122,5 @@ def test_float16_weights_keep_the_constant_bounds(tmp_path: Path) -> None:
     cfg = _config(tmp_path / "on", photos, 4)
     cfg.init_from = tmp_path / "w.safetensors"
     assert all(torch.isfinite(torch.tensor(loss)) for loss in _losses(cfg).values())
+    meta = export_weights(tmp_path / "on" / "checkpoint.pt", tmp_path / "w2.safetensors")
+    assert meta["training_steps"] == 1 + 4  # the source's step counts too
