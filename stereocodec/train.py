@@ -144,7 +144,7 @@ def make_optimizers(model: _BiSICBase, cfg: TrainConfig):
     main_params = [p for n, p in model.named_parameters() if not n.endswith("entropy_bottleneck.quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
-    milestones = [max(1, int(f * cfg.steps)) for f in cfg.lr_milestones]
+    milestones = sorted({max(1, int(f * cfg.steps)) for f in cfg.lr_milestones})
 
     def factor(step: int) -> float:
         ramp = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup > 0 else 1.0
@@ -187,6 +187,11 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def steps_seen(state: dict) -> int:
+    """Training steps behind a checkpoint's model: its own and those of the run it was warm-started from."""
+    return int(state["step"]) + int(state.get("prior_steps", 0))
+
+
 @torch.no_grad()
 def spread_gains(model: _BiSICBase) -> None:
     """Start level q's latent gain at sqrt(lambda_q / 1024) (its inverse after quantisation).
@@ -208,7 +213,7 @@ def warm_start(model: _BiSICBase, source: Path) -> tuple[str, int]:
         theirs, steps = loaded.model.state_dict(), int(loaded.metadata.get("training_steps", 0))
     else:
         state = load_checkpoint(source)
-        theirs, steps = state["model"], int(state["step"]) + int(state.get("prior_steps", 0))
+        theirs, steps = state["model"], steps_seen(state)
     mine = model.state_dict()
     shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     model.load_state_dict(shared, strict=False)
@@ -330,7 +335,7 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
                                                          for k, v in state["model_config"].items()}))
     model.load_state_dict(state["model"])
     tc = state["train_config"]
-    steps = int(state["step"]) + int(state.get("prior_steps", 0))
+    steps = steps_seen(state)
     meta = {
         "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {steps}",
         "preset": tc["preset"],
