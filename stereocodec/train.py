@@ -245,6 +245,13 @@ class _StopRequest:
         self.requested = True
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Data workers leave SIGINT / SIGTERM to the main process, which finishes the step and saves;
+    Ctrl-C and `timeout` signal the whole process group, and a killed worker would lose the step."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable[[int, dict], None] | None = None) -> Path:
     """Train (or resume) the run in cfg.out; returns the checkpoint path."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -287,6 +294,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     sampler = _StepSampler(len(train_set), cfg.batch, cfg.seed, start, cfg.steps, rank, world)
     loader = DataLoader(_StepData(train_set), batch_sampler=sampler, num_workers=cfg.workers,
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
+                        worker_init_fn=_ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.seed))  # keep the global RNG for the noise
     lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
     stop = _StopRequest()

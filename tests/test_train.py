@@ -68,7 +68,10 @@ def test_cli_train_refuses_bad_crop(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "multiple of 64" in proc.stderr
 
 
-def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_sigterm_saves_a_checkpoint(tmp_path: Path, workers: int) -> None:
+    """The signal goes to the whole process group, as Ctrl-C and `timeout` send it."""
+    import os
     import signal
     import subprocess
     import sys
@@ -76,15 +79,15 @@ def test_sigterm_saves_a_checkpoint(tmp_path: Path) -> None:
     photos = need_shared("data", "photos")
     proc = subprocess.Popen(
         [sys.executable, "-m", "stereocodec", "train", "--preset", "tiny", "--out", str(tmp_path), "--photos", str(photos),
-         "--steps", "1000", "--batch", "1", "--crop", "64", "--workers", "0", "--device", "cpu", "--log-every", "1",
+         "--steps", "1000", "--batch", "1", "--crop", "64", "--workers", str(workers), "--device", "cpu", "--log-every", "1",
          "--checkpoint-every", "1000", "--val-every", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("step 2 "):
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 0, "".join(lines)
     assert any("stopped at step" in ln for ln in lines)
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
