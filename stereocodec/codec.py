@@ -95,7 +95,7 @@ class Codec:
         """Refuse files made with other weights or another coder, naming both sides."""
         if container.variant != self.model.variant:
             raise ContainerError(f"file is {container.variant}, these weights are {self.model.variant}")
-        if container.weights_fingerprint != self.weights.fingerprint:
+        if not self.weights.made(container.weights_fingerprint):
             raise ContainerError(
                 f"file was encoded with weights '{container.weights_name}' "
                 f"({container.weights_fingerprint.hex()[:12]}), not '{self.weights.name}' "

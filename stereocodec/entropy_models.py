@@ -21,7 +21,8 @@ SCALE_BOUND = 0.11
 
 # Buffers that are not learned: compressai's range-coder tables, and the constant bounds, which
 # the modules set themselves (1e-9 does not survive float16). Weight files neither need nor set them.
-DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", "bound", "scale_bound")
+CONSTANT_BOUNDS = ("bound", "scale_bound")
+DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", *CONSTANT_BOUNDS)
 
 
 class LowerBound(nn.Module):
@@ -33,6 +34,12 @@ class LowerBound(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.max(x, self.bound)
+
+
+def full_precision(x: torch.Tensor) -> torch.autocast:
+    """Likelihoods stay in float32 under mixed-precision training: bfloat16 keeps 8 bits of
+    mantissa, too few for quantisation noise on y and for CDF differences near 1e-9."""
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def _register_coder_buffers(module: nn.Module) -> None:
@@ -107,6 +114,10 @@ class FactorizedPrior(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_hat, likelihoods) for x of shape (B, C, H, W), as compressai computes them."""
+        with full_precision(x):
+            return self._forward(x.float())
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
         values = x.permute(1, 0, 2, 3).reshape(c, 1, -1)
         medians = self.quantiles[:, :, 1:2]
@@ -162,5 +173,7 @@ class GaussianConditional(nn.Module):
 
     def forward(self, y: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
         """Likelihood of y (noisy in training, rounded around the means in eval)."""
-        values = quantize(y, "noise" if self.training else "dequantize", means)
-        return self.likelihood(values, scales, means)
+        with full_precision(y):
+            y, scales, means = y.float(), scales.float(), means.float()
+            values = quantize(y, "noise" if self.training else "dequantize", means)
+            return self.likelihood(values, scales, means)

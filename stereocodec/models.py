@@ -173,7 +173,7 @@ class _BiSICBase(nn.Module):
     # --- the release's forward pass -----------------------------------------------------
     def forward(self, x: torch.Tensor, quality: torch.Tensor | int | None = None) -> dict:
         """x: (B, 3, 2, H, W) in [0, 1], H and W multiples of 64."""
-        y = self.scale_y(self.analysis(x), quality)
+        y = self.scale_y(self.analysis(x).float(), quality)  # float32 under mixed precision
         hm, hs, z_hat, z_lik = self.hyperprior(y)
         c = self.config.c
         y_hat_done: list[torch.Tensor] = []

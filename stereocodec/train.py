@@ -70,6 +70,7 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 10
     init_from: Path | None = None  # warm start: tensors of equal name and shape from another run
+    bf16: bool = False  # mixed precision: transforms in bfloat16, likelihoods in float32
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -302,7 +303,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     for step, x in enumerate(loader, start=start + 1):
         x = x.to(device, non_blocking=True)
         q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world).to(device)
-        stats = rd_loss(net(x, q), x, lambdas_all[q])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            out = net(x, q)
+        stats = rd_loss(out | {"x_hat": out["x_hat"].float()}, x, lambdas_all[q])
         opt.zero_grad(set_to_none=True)
         stats["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

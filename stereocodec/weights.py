@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .entropy_models import DERIVED_BUFFERS
+from .entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
 from .models import VARIANTS, BiSICConfig, _BiSICBase, build_model
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -34,6 +34,11 @@ class LoadedWeights:
     name: str  # human label stored in .sbic files
     fingerprint: bytes  # sha256 of the network's tensors, as loaded (float32)
     metadata: dict
+    legacy_fingerprints: tuple[bytes, ...] = ()  # how earlier versions named the same weights
+
+    def made(self, fingerprint: bytes) -> bool:
+        """Whether a file carrying this fingerprint was encoded with these weights."""
+        return fingerprint == self.fingerprint or fingerprint in self.legacy_fingerprints
 
 
 def _is_derived_buffer(name: str) -> bool:
@@ -104,11 +109,18 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
     )
 
 
-def fingerprint(model: torch.nn.Module) -> bytes:
-    """sha256 over every tensor's name, shape and float32 bytes: names the exact weights."""
+def fingerprint(model: torch.nn.Module, bounds: torch.dtype | None = None) -> bytes:
+    """sha256 over every tensor's name, shape and float32 bytes: names the exact weights.
+
+    With `bounds`, the constant bounds are hashed too, rounded through that dtype: the
+    fingerprint stereo-codec wrote up to commit f3806fe, when weights files still held them.
+    """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        if _is_derived_buffer(name):
+        leaf = name.rsplit(".", 1)[-1]
+        if bounds is not None and leaf in CONSTANT_BOUNDS:
+            t = t.to(bounds)
+        elif _is_derived_buffer(name):
             continue
         h.update(f"{name}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -181,7 +193,9 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
         sd, meta = _read_release(path), {}
     model = model_from_state_dict(sd, variant, path.name)
     name = meta.get("name") or path.name
-    return LoadedWeights(model.to(device), name, fingerprint(model), meta)
+    # Files from before the bounds left the weights: float16 bounds in our files, float32 in the release's.
+    legacy = tuple(fingerprint(model, dtype) for dtype in (torch.float16, torch.float32))
+    return LoadedWeights(model.to(device), name, fingerprint(model), meta, legacy)
 
 
 def default_weights_path(variant: str) -> Path:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -157,6 +159,24 @@ def test_other_weights_are_refused(codec: Codec) -> None:
     with pytest.raises(ContainerError) as e:
         other.decode(enc.data)
     assert "seed 0" in str(e.value) and "seed 1" in str(e.value)
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy"
+
+
+def test_files_from_before_the_bounds_left_the_weights_still_decode(tmp_path) -> None:
+    """tests/data/legacy: a file and its decoded views made by commit f3806fe, whose fingerprints
+    hashed the constant bounds (float16 in its weights files). Same weights, same pixels today."""
+    spec = importlib.util.spec_from_file_location("make_fixture", LEGACY / "make_fixture.py")
+    make_fixture = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_fixture)
+    save_weights(make_fixture.fixture_model(), tmp_path / "w.safetensors", {"name": "legacy fixture"})
+    weights = load_weights(tmp_path / "w.safetensors")
+    data = (LEGACY / "pair.sbic").read_bytes()
+    assert Container.from_bytes(data).weights_fingerprint != weights.fingerprint
+    decoded = Codec(weights).decode(data)
+    for side, pixels in (("left", decoded.left), ("right", decoded.right)):
+        assert np.array_equal(pixels, np.asarray(Image.open(LEGACY / f"{side}-decoded.png")))
 
 
 def test_newer_format_version_refused(codec: Codec) -> None:

@@ -127,3 +127,24 @@ def test_float16_weights_keep_the_constant_bounds(tmp_path: Path) -> None:
     assert all(torch.isfinite(torch.tensor(loss)) for loss in _losses(cfg).values())
     meta = export_weights(tmp_path / "on" / "checkpoint.pt", tmp_path / "w2.safetensors")
     assert meta["training_steps"] == 1 + 4  # the source's step counts too
+
+
+def test_mixed_precision_keeps_rates_in_float32(tmp_path: Path) -> None:
+    """--bf16 runs the transforms in bfloat16; likelihoods stay float32 (bfloat16's 8-bit mantissa
+    cannot carry quantisation noise or tail probabilities), so the loss matches full precision."""
+    from stereocodec.entropy_models import FactorizedPrior, GaussianConditional
+
+    prior, gaussian = FactorizedPrior(8).eval(), GaussianConditional().eval()
+    z, y = 3 * torch.randn(1, 8, 4, 4), 3 * torch.randn(1, 8, 4, 4)
+    means, scales = y.bfloat16() + 0.3, y.abs().bfloat16() + 0.2  # what bfloat16 networks predict
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = prior(z)[1], gaussian(y, scales, means)
+    assert torch.equal(mixed[0], prior(z)[1])
+    assert torch.equal(mixed[1], gaussian(y, scales.float(), means.float()))
+
+    photos = need_shared("data", "photos")
+    full = _losses(_config(tmp_path / "full", photos, 2))
+    cfg = _config(tmp_path / "mixed", photos, 2)
+    cfg.bf16 = True
+    mixed = _losses(cfg)
+    assert mixed != full and all(mixed[s] == pytest.approx(full[s], rel=0.02) for s in full)
