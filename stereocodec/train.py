@@ -253,6 +253,28 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def train_step(net: torch.nn.Module, model: _BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
+               opt, aux, sched, cfg: TrainConfig, distributed: bool = False) -> dict[str, float]:
+    """One step on the RD loss and one on the quantile loss; `net` is `model` or its DDP wrapper."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+        out = net(x, q)
+    stats = rd_loss(out | {"x_hat": out["x_hat"].float()}, x, lambdas)
+    opt.zero_grad(set_to_none=True)
+    stats["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+    opt.step()
+    sched.step()
+    aux_loss = model.aux_loss()
+    aux.zero_grad(set_to_none=True)
+    aux_loss.backward()
+    if distributed:
+        g = model.hyperprior.entropy_bottleneck.quantiles.grad
+        dist.all_reduce(g)
+        g /= dist.get_world_size()
+    aux.step()
+    return {k: float(v.detach()) for k, v in stats.items()} | {"aux": float(aux_loss.detach()), "lr": opt.param_groups[0]["lr"]}
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable[[int, dict], None] | None = None) -> Path:
     """Train (or resume) the run in cfg.out; returns the checkpoint path."""
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -303,23 +325,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     for step, x in enumerate(loader, start=start + 1):
         x = x.to(device, non_blocking=True)
         q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            out = net(x, q)
-        stats = rd_loss(out | {"x_hat": out["x_hat"].float()}, x, lambdas_all[q])
-        opt.zero_grad(set_to_none=True)
-        stats["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        opt.step()
-        sched.step()
-        aux_loss = model.aux_loss()
-        aux.zero_grad(set_to_none=True)
-        aux_loss.backward()
-        if distributed:
-            g = model.hyperprior.entropy_bottleneck.quantiles.grad
-            dist.all_reduce(g)
-            g /= world
-        aux.step()
-        row = {k: float(v.detach()) for k, v in stats.items()} | {"aux": float(aux_loss.detach()), "lr": opt.param_groups[0]["lr"]}
+        row = train_step(net, model, x, q, lambdas_all[q], opt, aux, sched, cfg, distributed)
         if progress and rank == 0:
             progress(step, row)
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
