@@ -153,7 +153,7 @@ def report(in_dir: Path, codecs, anchor, qualities, weights, variant, max_side, 
     """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates."""
     from .baselines import chroma_note
     from .cli import notice
-    from .report import bd_table, parse_qualities, plan_report, plot_rd, rd_table, run_report
+    from .report import bd_table, parse_qualities, plan_report, plot_rd, rd_table, run_report, versus_table
 
     for path in (json_path, csv_path, plot_path):
         if path is not None:
@@ -167,6 +167,8 @@ def report(in_dir: Path, codecs, anchor, qualities, weights, variant, max_side, 
         result = run_report(plan, lambda steps, label: progress.update(task, advance=steps, description=label))
     out.print(rd_table(result))
     out.print(bd_table(result))
+    if result.sbic_versus:
+        out.print(versus_table(result))
     for note in result.notes[len(plan.notes):]:
         notice(note)
     out.print(chroma_note(), highlight=False)

@@ -136,6 +136,7 @@ class Report:
     curves: dict[str, list[CurvePoint]]
     bd_rate: dict[str, BDRate]
     notes: list[str]
+    sbic_versus: dict[str, BDRate] = field(default_factory=dict)  # sbic against each other codec as anchor
 
     def to_dict(self) -> dict:
         """Everything, every RD point included, as plain JSON-ready values."""
@@ -148,6 +149,7 @@ class Report:
             "chroma": chroma_note(),
             "notes": self.notes,
             "bd_rate": {name: asdict(bd) for name, bd in self.bd_rate.items()},
+            "sbic_versus": {name: asdict(bd) for name, bd in self.sbic_versus.items()},
             "curves": {name: [asdict(p) for p in pts] for name, pts in self.curves.items()},
             "points": [asdict(p) for p in self.points],
         }
@@ -289,6 +291,21 @@ def bd_rates(curves: dict[str, list[CurvePoint]], anchor: str) -> tuple[dict[str
     return out, notes
 
 
+def versus(curves: dict[str, list[CurvePoint]], subject: str = "sbic") -> tuple[dict[str, BDRate], list[str]]:
+    """BD-rate of `subject` with each other codec as the anchor: what it saves against each.
+
+    Not the negated `bd_rates` entry: BD-rate is not antisymmetric, and each comparison
+    covers only the quality range that pair of curves shares.
+    """
+    out, notes = {}, []
+    for name in curves:
+        if name != subject and subject in curves:
+            bd, why = bd_rates({name: curves[name], subject: curves[subject]}, name)
+            out[name] = bd[subject]
+            notes += [f"{n} (against {name})" for n in why]
+    return out, notes
+
+
 def run_report(plan: ReportPlan, progress_callback: Callable[[int, str], None] | None = None) -> Report:
     """Code every pair with every codec at every setting and summarise.
 
@@ -327,8 +344,9 @@ def run_report(plan: ReportPlan, progress_callback: Callable[[int, str], None] |
     qualities = {n: q for n, q in plan.qualities.items() if n not in failed}
     curves = mean_curves(points, qualities)
     bd, bd_notes = bd_rates(curves, plan.anchor)
+    against, versus_notes = versus(curves)
     codecs = {n: {"knob": c.knob, "note": c.note, "qualities": plan.qualities[n]} for n, c in plan.codecs.items() if n not in failed}
-    return Report(plan.anchor, plan.max_side, pairs, codecs, points, curves, bd, notes + bd_notes)
+    return Report(plan.anchor, plan.max_side, pairs, codecs, points, curves, bd, notes + bd_notes + versus_notes, against)
 
 
 def _fmt(value: float | None, digits: int) -> str:
@@ -355,6 +373,16 @@ def bd_table(report: Report) -> Table:
     for name, bd in report.bd_rate.items():
         label = f"{name} (anchor)" if name == report.anchor else name
         table.add_row(label, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
+    return table
+
+
+def versus_table(report: Report) -> Table:
+    """sbic's BD-rate with each other codec as the anchor (negative = sbic needs fewer bits)."""
+    table = Table(title="BD-rate of sbic against each codec (mean curves)")
+    for col in ("against", "BD-rate PSNR %", "BD-rate MS-SSIM %"):
+        table.add_column(col, justify="left" if col == "against" else "right")
+    for name, bd in report.sbic_versus.items():
+        table.add_row(name, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
     return table
 
 

@@ -16,7 +16,7 @@ from conftest import need_shared, run_cli
 from test_batch import ONE_THREAD, one_thread, tree, weights_file  # noqa: F401 (fixtures)
 from stereocodec import baselines
 from stereocodec.image_io import InputError
-from stereocodec.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report
+from stereocodec.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report, versus
 
 
 def test_report_cli_on_crops_of_the_shared_pairs(tmp_path: Path, weights_file: Path) -> None:
@@ -41,6 +41,7 @@ def test_report_cli_on_crops_of_the_shared_pairs(tmp_path: Path, weights_file: P
     assert {name: len(c) for name, c in data["curves"].items()} == settings
     assert data["bd_rate"]["jpeg"] == {"psnr": pytest.approx(0, abs=1e-9), "ms_ssim": pytest.approx(0, abs=1e-9)}
     assert data["bd_rate"]["webp"]["psnr"] is not None
+    assert "BD-rate of sbic against each codec" in proc.stdout and sorted(data["sbic_versus"]) == ["jpeg", "webp"]
     assert len(list(csv.DictReader(io.StringIO(files["csv"].read_text())))) == len(data["points"])
     with Image.open(files["png"]) as img:
         assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 200
@@ -59,6 +60,20 @@ def test_bd_rate_of_a_curve_against_itself_and_its_scaled_rates() -> None:
     bd, notes = bd_rates({"anchor": base, "apart": apart}, "anchor")
     assert bd["apart"].psnr is None and bd["apart"].ms_ssim == pytest.approx(0, abs=1e-9)
     assert len(notes) == 1 and "apart" in notes[0]
+
+
+def test_sbic_against_each_codec() -> None:
+    """Each comparison anchors on the other codec; BD-rate is not antisymmetric, so not a negation."""
+    base = [CurvePoint(q, 3, bpp, psnr, ssim, 0.0, 0.1, 0.1) for q, bpp, psnr, ssim in
+            [(0, 0.2, 29.0, 0.90), (1, 0.4, 32.0, 0.94), (2, 0.8, 35.5, 0.97), (3, 1.6, 39.0, 0.985)]]  # fmt: skip
+    sbic = [CurvePoint(p.quality, p.pairs, 0.8 * p.bpp, p.psnr, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
+    apart = [CurvePoint(p.quality, p.pairs, p.bpp, p.psnr + 30, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
+    against, notes = versus({"sbic": sbic, "jpeg": base, "apart": apart})
+    assert list(against) == ["jpeg", "apart"]
+    assert against["jpeg"].psnr == pytest.approx(-20.0) and against["jpeg"].ms_ssim == pytest.approx(-20.0)
+    assert bd_rates({"sbic": sbic, "jpeg": base}, "sbic")[0]["jpeg"].psnr == pytest.approx(25.0)
+    assert against["apart"].psnr is None and len(notes) == 1 and "against apart" in notes[0]
+    assert versus({"jpeg": base}) == ({}, [])
 
 
 def test_mean_curves_unreadable_pairs_and_tables(tmp_path: Path) -> None:
