@@ -12,7 +12,7 @@ from .container import Container, ContainerError, Stream, ViewInfo
 from .image_io import InputError, View, check_pair, pair_tensor, padded_size, to_uint8
 from .latent_codecs import StereoLatentCodec
 from .models import _BiSICBase
-from .weights import LoadedWeights
+from .weights import LoadedWeights, shipped_before
 
 
 @dataclass(frozen=True)
@@ -96,10 +96,16 @@ class Codec:
         if container.variant != self.model.variant:
             raise ContainerError(f"file is {container.variant}, these weights are {self.model.variant}")
         if not self.weights.made(container.weights_fingerprint):
+            shipped = shipped_before(container.weights_fingerprint)
+            where = (
+                f"; they shipped with stereo-codec commit {shipped['commit']}: `git show {shipped['commit']}:"
+                f"weights/{shipped['variant']}.safetensors > old.safetensors`, then --weights old.safetensors"
+                if shipped else "; decode with the same weights"
+            )
             raise ContainerError(
                 f"file was encoded with weights '{container.weights_name}' "
                 f"({container.weights_fingerprint.hex()[:12]}), not '{self.weights.name}' "
-                f"({self.weights.fingerprint.hex()[:12]}); decode with the same weights"
+                f"({self.weights.fingerprint.hex()[:12]}){where}"
             )
         if container.coder.split(".")[:2] != CODER.split(".")[:2]:
             raise ContainerError(f"file was coded by {container.coder}; this stereo-codec uses {CODER}")

@@ -198,6 +198,16 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
     return LoadedWeights(model.to(device), name, fingerprint(model), meta, legacy)
 
 
+def shipped_before(fp: bytes) -> dict | None:
+    """The shipped weights (variant, name, commit) that wrote this fingerprint, if stereo-codec ever
+    shipped them: a file refused after an upgrade can then say where its weights are."""
+    try:
+        history = json.loads((DEFAULT_WEIGHTS_DIR / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return next((entry for entry in history if fp.hex() in entry["fingerprints"]), None)
+
+
 def default_weights_path(variant: str) -> Path:
     return DEFAULT_WEIGHTS_DIR / f"{variant}.safetensors"
 
