@@ -90,8 +90,8 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--aux-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the hyperprior's quantiles.")
 @click.option("--warmup", type=int, default=300, show_default=True, help="Steps of linear lr warm-up (also after --init-from).")
-@click.option("--bf16", is_flag=True, help="Mixed precision (bfloat16 transforms, float32 likelihoods): about 1.7x faster "
-              "on CPUs with AMX and on recent GPUs, slower elsewhere.")
+@click.option("--bf16", is_flag=True, help="Mixed precision (bfloat16 transforms, float32 likelihoods): 1.3-1.5x faster "
+              "per step on a CPU with AMX (benchmarks/bench_train_step.py); may be slower without bfloat16 support.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Data loader processes.")
 @click.option("--threads", type=int, default=None, help="Torch CPU threads.")
