@@ -114,15 +114,12 @@ class FactorizedPrior(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(x_hat, likelihoods) for x of shape (B, C, H, W), as compressai computes them."""
-        with full_precision(x):
-            return self._forward(x.float())
-
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
-        values = x.permute(1, 0, 2, 3).reshape(c, 1, -1)
+        values = x.float().permute(1, 0, 2, 3).reshape(c, 1, -1)
         medians = self.quantiles[:, :, 1:2]
         outputs = quantize(values, "noise" if self.training else "dequantize", medians)
-        lik = self.likelihood_lower_bound(self.likelihood(outputs))
+        with full_precision(x):
+            lik = self.likelihood_lower_bound(self.likelihood(outputs))
         unflatten = lambda t: t.reshape(c, b, h, w).permute(1, 0, 2, 3)  # noqa: E731
         return unflatten(outputs), unflatten(lik)
 

@@ -21,6 +21,7 @@ from .entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
 from .models import VARIANTS, BiSICConfig, _BiSICBase, build_model
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_HISTORY = DEFAULT_WEIGHTS_DIR / "history.json"  # every weights file shipped so far, with its commit
 METADATA_KEY = "stereocodec"
 
 
@@ -34,11 +35,15 @@ class LoadedWeights:
     name: str  # human label stored in .sbic files
     fingerprint: bytes  # sha256 of the network's tensors, as loaded (float32)
     metadata: dict
-    legacy_fingerprints: tuple[bytes, ...] = ()  # how earlier versions named the same weights
 
-    def made(self, fingerprint: bytes) -> bool:
-        """Whether a file carrying this fingerprint was encoded with these weights."""
-        return fingerprint == self.fingerprint or fingerprint in self.legacy_fingerprints
+    def made(self, fp: bytes) -> bool:
+        """Whether a file carrying this fingerprint was encoded with these weights.
+
+        Files written up to commit f3806fe hashed the constant bounds as the weights file held
+        them: float16 in our files, float32 in release checkpoints. Those hashes are only
+        computed when the current one does not match.
+        """
+        return fp == self.fingerprint or any(fp == fingerprint(self.model, d) for d in (torch.float16, torch.float32))
 
 
 def _is_derived_buffer(name: str) -> bool:
@@ -120,7 +125,7 @@ def fingerprint(model: torch.nn.Module, bounds: torch.dtype | None = None) -> by
         leaf = name.rsplit(".", 1)[-1]
         if bounds is not None and leaf in CONSTANT_BOUNDS:
             t = t.to(bounds)
-        elif _is_derived_buffer(name):
+        elif leaf in DERIVED_BUFFERS:
             continue
         h.update(f"{name}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -193,16 +198,14 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
         sd, meta = _read_release(path), {}
     model = model_from_state_dict(sd, variant, path.name)
     name = meta.get("name") or path.name
-    # Files from before the bounds left the weights: float16 bounds in our files, float32 in the release's.
-    legacy = tuple(fingerprint(model, dtype) for dtype in (torch.float16, torch.float32))
-    return LoadedWeights(model.to(device), name, fingerprint(model), meta, legacy)
+    return LoadedWeights(model.to(device), name, fingerprint(model), meta)
 
 
 def shipped_before(fp: bytes) -> dict | None:
     """The shipped weights (variant, name, commit) that wrote this fingerprint, if stereo-codec ever
     shipped them: a file refused after an upgrade can then say where its weights are."""
     try:
-        history = json.loads((DEFAULT_WEIGHTS_DIR / "history.json").read_text())
+        history = json.loads(WEIGHTS_HISTORY.read_text())
     except (OSError, ValueError):
         return None
     return next((entry for entry in history if fp.hex() in entry["fingerprints"]), None)

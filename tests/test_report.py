@@ -47,9 +47,14 @@ def test_report_cli_on_crops_of_the_shared_pairs(tmp_path: Path, weights_file: P
         assert img.format == "PNG" and img.size[0] > 300 and img.size[1] > 200
 
 
-def test_bd_rate_of_a_curve_against_itself_and_its_scaled_rates() -> None:
-    base = [CurvePoint(q, 3, bpp, psnr, ssim, 0.0, 0.1, 0.1) for q, bpp, psnr, ssim in
+def _curve() -> list[CurvePoint]:
+    """A plausible four-point RD curve."""
+    return [CurvePoint(q, 3, bpp, psnr, ssim, 0.0, 0.1, 0.1) for q, bpp, psnr, ssim in
             [(0, 0.2, 29.0, 0.90), (1, 0.4, 32.0, 0.94), (2, 0.8, 35.5, 0.97), (3, 1.6, 39.0, 0.985)]]  # fmt: skip
+
+
+def test_bd_rate_of_a_curve_against_itself_and_its_scaled_rates() -> None:
+    base = _curve()
     cheaper = [CurvePoint(p.quality, p.pairs, 0.8 * p.bpp, p.psnr, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
     bd, notes = bd_rates({"anchor": base, "same": list(base), "cheaper": cheaper}, "anchor")
     assert notes == []
@@ -64,8 +69,7 @@ def test_bd_rate_of_a_curve_against_itself_and_its_scaled_rates() -> None:
 
 def test_sbic_against_each_codec() -> None:
     """Each comparison anchors on the other codec; BD-rate is not antisymmetric, so not a negation."""
-    base = [CurvePoint(q, 3, bpp, psnr, ssim, 0.0, 0.1, 0.1) for q, bpp, psnr, ssim in
-            [(0, 0.2, 29.0, 0.90), (1, 0.4, 32.0, 0.94), (2, 0.8, 35.5, 0.97), (3, 1.6, 39.0, 0.985)]]  # fmt: skip
+    base = _curve()
     sbic = [CurvePoint(p.quality, p.pairs, 0.8 * p.bpp, p.psnr, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
     apart = [CurvePoint(p.quality, p.pairs, p.bpp, p.psnr + 30, p.ms_ssim, 0.0, 0.1, 0.1) for p in base]
     against, notes = versus({"sbic": sbic, "jpeg": base, "apart": apart})

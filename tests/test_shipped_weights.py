@@ -13,7 +13,7 @@ from conftest import need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.image_io import View, read_view
 from stereocodec.metrics import psnr
-from stereocodec.weights import default_weights_path, load_default, shipped_before
+from stereocodec.weights import WEIGHTS_HISTORY, default_weights_path, load_default, shipped_before
 
 VARIANTS = ("bisic-fast", "bisic")
 
@@ -33,7 +33,7 @@ def test_shipped_weights_metadata_and_size(variant: str) -> None:
 def test_every_shipped_weights_file_is_in_the_history() -> None:
     """weights/history.json names every weights file ever shipped, so that a file refused after an
     upgrade can say where its weights are; the ones shipped now must be listed too."""
-    history = json.loads((default_weights_path("bisic").parent / "history.json").read_text())
+    history = json.loads(WEIGHTS_HISTORY.read_text())
     assert len({e["name"] for e in history}) == len(history)
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for e in history for fp in e["fingerprints"])
     for variant in VARIANTS:
