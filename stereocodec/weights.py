@@ -11,6 +11,7 @@ import json
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass
+from functools import cache, cached_property
 from pathlib import Path
 
 import torch
@@ -36,14 +37,16 @@ class LoadedWeights:
     fingerprint: bytes  # sha256 of the network's tensors, as loaded (float32)
     metadata: dict
 
-    def made(self, fp: bytes) -> bool:
-        """Whether a file carrying this fingerprint was encoded with these weights.
+    @cached_property
+    def legacy_fingerprints(self) -> tuple[bytes, ...]:
+        """How files written up to commit f3806fe named these weights: they hashed the constant
+        bounds as the weights file held them (float16 in ours, float32 in release checkpoints).
+        Hashed on first need only, and once: current files match `fingerprint`."""
+        return tuple(fingerprint(self.model, d) for d in (torch.float16, torch.float32))
 
-        Files written up to commit f3806fe hashed the constant bounds as the weights file held
-        them: float16 in our files, float32 in release checkpoints. Those hashes are only
-        computed when the current one does not match.
-        """
-        return fp == self.fingerprint or any(fp == fingerprint(self.model, d) for d in (torch.float16, torch.float32))
+    def made(self, fp: bytes) -> bool:
+        """Whether a file carrying this fingerprint was encoded with these weights."""
+        return fp == self.fingerprint or fp in self.legacy_fingerprints
 
 
 def _is_derived_buffer(name: str) -> bool:
@@ -125,7 +128,7 @@ def fingerprint(model: torch.nn.Module, bounds: torch.dtype | None = None) -> by
         leaf = name.rsplit(".", 1)[-1]
         if bounds is not None and leaf in CONSTANT_BOUNDS:
             t = t.to(bounds)
-        elif leaf in DERIVED_BUFFERS:
+        elif _is_derived_buffer(name):
             continue
         h.update(f"{name}:{tuple(t.shape)};".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -201,14 +204,18 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
     return LoadedWeights(model.to(device), name, fingerprint(model), meta)
 
 
+@cache
+def _shipped_history() -> tuple[dict, ...]:
+    try:
+        return tuple(json.loads(WEIGHTS_HISTORY.read_text()))
+    except (OSError, ValueError):
+        return ()
+
+
 def shipped_before(fp: bytes) -> dict | None:
     """The shipped weights (variant, name, commit) that wrote this fingerprint, if stereo-codec ever
     shipped them: a file refused after an upgrade can then say where its weights are."""
-    try:
-        history = json.loads(WEIGHTS_HISTORY.read_text())
-    except (OSError, ValueError):
-        return None
-    return next((entry for entry in history if fp.hex() in entry["fingerprints"]), None)
+    return next((entry for entry in _shipped_history() if fp.hex() in entry["fingerprints"]), None)
 
 
 def default_weights_path(variant: str) -> Path:
