@@ -27,9 +27,10 @@ def measure(variant: str, preset: str, height: int, width: int, device: str, thr
     import torch
 
     from stereocodec.codec import Codec
-    from stereocodec.image_io import View
-    from stereocodec.models import build_model, official_config
-    from stereocodec.weights import LoadedWeights, default_weights_path, fingerprint, load_weights
+    from stereocodec.io.images import View
+    from stereocodec.nn.models import build_model, official_config
+    from stereocodec.store import default_weights_path
+    from stereocodec.weights import LoadedWeights, fingerprint, load_weights
 
     if threads:
         torch.set_num_threads(threads)
@@ -37,7 +38,7 @@ def measure(variant: str, preset: str, height: int, width: int, device: str, thr
     if preset == "shipped" and default_weights_path(variant).exists():
         loaded = load_weights(default_weights_path(variant), variant, device)
     else:
-        from stereocodec.train import preset_config
+        from stereocodec.train.loop import preset_config
 
         config = official_config(variant) if preset == "official" else preset_config("small", variant)
         model = build_model(variant, config).eval().to(device)
@@ -49,7 +50,7 @@ def measure(variant: str, preset: str, height: int, width: int, device: str, thr
     pixels = (base.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
     left, right = View(pixels, "RGB"), View(pixels[:, ::-1].copy(), "RGB")
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    from stereocodec.image_io import pair_tensor
+    from stereocodec.io.images import pair_tensor
 
     x = pair_tensor(left.pixels, right.pixels).to(device)
     q = codec.default_quality() if codec.quality_levels() else None

@@ -1,6 +1,6 @@
 """Training speed per step, float32 against --bf16 (not a test: prints measured figures).
 
-Times the real `stereocodec.train.train_step` (forward, RD loss, backward, clipping, both
+Times the real `stereocodec.train.loop.train_step` (forward, RD loss, backward, clipping, both
 optimisers) on random batches, after warm-up steps, for each variant, in one process per
 configuration. Usage:
 
@@ -24,8 +24,9 @@ def measure(variant: str, preset: str, batch: int, crop: int, steps: int, bf16: 
     """Run in the child process."""
     import torch
 
-    from stereocodec.models import build_model
-    from stereocodec.train import LAMBDAS, TrainConfig, make_optimizers, preset_config, train_step
+    from stereocodec.nn.models import build_model
+    from stereocodec.nn.presets import LAMBDAS
+    from stereocodec.train.loop import TrainConfig, make_optimizers, preset_config, train_step
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

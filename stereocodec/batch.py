@@ -24,14 +24,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .codec import Codec
-from .coding import CodingError
+from .codec import Codec, resolve_quality
+from .coding.range_coding import CodingError
 from .container import Container
-from .image_io import InputError, View, check_pair, read_view, restore_mode, write_bytes, write_image
-from .metrics import psnr
-from .pairs import find_pairs, is_image, list_files
-from .stereo_formats import is_mpo, read_mpo, split_sbs
-from .weights import WeightsError, default_weights_path, load_default, load_weights
+from .errors import first_line
+from .eval.metrics import psnr
+from .io.images import InputError, View, check_pair, read_view, restore_mode, write_bytes, write_image
+from .io.pairs import find_pairs, is_image, list_files
+from .io.stereo_formats import is_mpo, read_mpo, split_sbs
+from .rate_control import SIZE_WINDOW, Target, encode_to_target
+from .store import default_entry, load_default, load_for
+from .weights import WeightsError, load_weights
 
 ENCODE_LAYOUTS = ("pair", "mpo", "sbs", "sbs-cross")  # how a source holds its two views
 DECODE_LAYOUT = "sbic"
@@ -175,19 +178,22 @@ class CodecSpec:
                 raise WeightsError(f"weights file not found: {self.weights}")
         elif self.variant is None:
             raise WeightsError("no weights: pass --weights or --variant")
-        elif not default_weights_path(self.variant).is_file():
-            raise WeightsError(f"no shipped weights for {self.variant} ({default_weights_path(self.variant)} is missing); pass --weights")
+        else:
+            default_entry(self.variant)
 
-    def __call__(self, variant: str | None = None) -> Codec:
+    def __call__(self, variant: str | None = None, fingerprint: bytes | None = None) -> Codec:
+        """The network for `variant`; with a file's `fingerprint`, the stored weights that wrote it."""
         variant = variant or self.variant
         if self.weights is not None:
             return Codec(load_weights(self.weights, variant, self.device))
         if variant is None:
             raise WeightsError("no weights: pass --weights or --variant")
+        if fingerprint is not None:
+            return Codec(load_for(variant, fingerprint, self.device))
         return Codec(load_default(variant, self.device))
 
 
-CodecFactory = Callable[[str | None], Codec]
+CodecFactory = Callable[..., Codec]  # (variant, fingerprint=None) -> Codec
 
 
 @dataclass(frozen=True)
@@ -246,10 +252,10 @@ class BatchResult:
 
 def one_line(error: BaseException) -> str:
     """A failure reason: our errors are one line already; anything else gets its type named."""
-    first = (str(error).strip().splitlines() or [""])[0][:200]
-    if isinstance(error, (InputError, WeightsError, CodingError, ValueError, OSError)) and first:
+    first = first_line(error)
+    if isinstance(error, (ValueError, OSError)) or first == type(error).__name__:  # StereoCodecError is a ValueError
         return first
-    return f"{type(error).__name__}: {first}" if first else type(error).__name__
+    return f"{type(error).__name__}: {first}"
 
 
 def _bpp(container: Container, nbytes: int) -> float:
@@ -274,17 +280,31 @@ def _valid_image(path: Path) -> bool:
         return False
 
 
+def _made_as_asked(existing: Container, nbytes: int, codec: Codec, quality: float | Target | None) -> bool:
+    """Was an existing output made with this variant and weights, at this quality (or meeting this
+    size or bpp target)? A PSNR target cannot be checked without decoding: such outputs are redone."""
+    if (existing.variant, existing.weights_fingerprint) != (codec.model.variant, codec.weights.fingerprint):
+        return False
+    if not isinstance(quality, Target):
+        return existing.quality_value == resolve_quality(codec.model, quality)[0]
+    if quality.kind == "psnr":
+        return False
+    measured = nbytes if quality.kind == "size" else _bpp(existing, nbytes)
+    return quality.value * (1 - SIZE_WINDOW) <= measured <= quality.value
+
+
 class _Runner:
     """Runs one job; holds the networks a process has loaded, one per variant asked for."""
 
-    def __init__(self, factory: CodecFactory, quality: int | None, verify: bool, force: bool) -> None:
+    def __init__(self, factory: CodecFactory, quality: float | Target | None, verify: bool, force: bool) -> None:
         self.factory, self.quality, self.verify, self.force = factory, quality, verify, force
-        self.codecs: dict[str | None, Codec] = {}
+        self.codecs: dict[tuple[str | None, bytes | None], Codec] = {}
 
-    def codec(self, variant: str | None) -> Codec:
-        if variant not in self.codecs:
-            self.codecs[variant] = self.factory(variant)
-        return self.codecs[variant]
+    def codec(self, variant: str | None, fingerprint: bytes | None = None) -> Codec:
+        key = (variant, fingerprint)
+        if key not in self.codecs:
+            self.codecs[key] = self.factory(variant, fingerprint)
+        return self.codecs[key]
 
     def __call__(self, job: Job) -> Outcome:
         start = time.perf_counter()
@@ -298,12 +318,20 @@ class _Runner:
     def _encode(self, job: Job) -> Outcome:
         (output,) = job.outputs
         image_bytes = job.source.nbytes()
+        codec = self.codec(None)
         if not self.force and _valid_sbic(output):
             data = output.read_bytes()
-            return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=_bpp(Container.from_bytes(data), len(data)))
+            existing = Container.from_bytes(data)
+            if _made_as_asked(existing, len(data), codec, self.quality):
+                return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=_bpp(existing, len(data)))
+            # made with another variant, quality or weights than asked for now: redo it
         left, right = job.source.read()
-        codec = self.codec(None)
-        enc = codec.encode(left, right, self.quality, reconstruct=self.verify)
+        if isinstance(self.quality, Target):
+            enc = encode_to_target(codec, left, right, self.quality).encoded
+            if self.verify and enc.left is None:  # a size search skips the synthesis: the same file once more with it
+                enc = codec.encode(left, right, enc.container.quality_value, reconstruct=True)
+        else:
+            enc = codec.encode(left, right, self.quality, reconstruct=self.verify)
         quality = None
         if self.verify:
             dec = codec.decode(enc.data)
@@ -320,7 +348,7 @@ class _Runner:
         bpp = _bpp(container, len(data))
         if not self.force and all(_valid_image(p) for p in job.outputs):
             return Outcome(job.name, "skipped", image_bytes=sum(p.stat().st_size for p in job.outputs), sbic_bytes=len(data), bpp=bpp)
-        dec = self.codec(container.variant).decode(data)
+        dec = self.codec(container.variant, container.weights_fingerprint).decode(data)
         job.outputs[0].parent.mkdir(parents=True, exist_ok=True)
         for path, pixels, view in zip(job.outputs, (dec.left, dec.right), container.views):
             write_image(path, restore_mode(pixels, view.mode), force=True)
@@ -345,7 +373,7 @@ def _work(job: Job) -> Outcome:
 def run_batch(
     jobs: list[Job],
     codec_factory: CodecFactory,
-    quality: int | None = None,
+    quality: float | Target | None = None,
     workers: int = 1,
     verify: bool = False,
     force: bool = False,
@@ -353,9 +381,11 @@ def run_batch(
 ) -> BatchResult:
     """Run encode or decode jobs, in this process (workers=1) or in `workers` processes.
 
+    `quality` is a quality or a rate_control.Target to meet for each pair.
     `codec_factory(variant)` loads a network; each process calls it lazily, once per
-    variant, so a run where every output already exists loads no weights. Outcomes come
-    in completion order; `force` redoes pairs whose output is already valid.
+    variant. An existing valid output is kept when it was made with the variant, quality and
+    weights asked for, and redone otherwise. Outcomes come in completion order; `force`
+    redoes every pair.
     """
     if workers < 1:
         raise InputError("--workers must be at least 1")
@@ -385,16 +415,3 @@ def run_batch(
         pool.shutdown(wait=True, cancel_futures=True)
     return result
 
-
-def batch_decode(
-    in_dir: Path,
-    out_dir: Path,
-    codec_factory: CodecFactory,
-    workers: int = 1,
-    force: bool = False,
-    shard: tuple[int, int] | None = None,
-    progress_callback: Callable[[Outcome], None] | None = None,
-) -> BatchResult:
-    """Decode every .sbic file under `in_dir` to PNG pairs under `out_dir`, resumable like encoding."""
-    jobs = plan_decode(in_dir, out_dir, shard)
-    return run_batch(jobs, codec_factory, workers=workers, force=force, progress_callback=progress_callback)

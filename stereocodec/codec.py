@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .coding import CODER
+from .coding.latent_codecs import StereoLatentCodec
+from .coding.range_coding import CODER
 from .container import Container, ContainerError, Stream, ViewInfo
-from .image_io import InputError, View, check_pair, pair_tensor, padded_size, to_uint8
-from .latent_codecs import StereoLatentCodec
-from .models import _BiSICBase
-from .weights import LoadedWeights, shipped_before
+from .io.images import InputError, View, check_pair, padded_size, pair_tensor, to_uint8
+from .limits import check_size, min_y_bytes
+from .nn.models import BiSICBase
+from .nn.presets import DEFAULT_QUALITY
+from .store import shipped_before
+from .weights import LoadedWeights
 
 
 @dataclass(frozen=True)
@@ -31,14 +35,25 @@ class Decoded:
     right: np.ndarray
 
 
-DEFAULT_QUALITY = 3
 
 
-def resolve_quality(model: _BiSICBase, quality: int | None) -> tuple[int, int | None]:
-    """(quality stored in the file, quality the network takes) for a requested level.
+def split_quality(quality: float) -> tuple[int, int]:
+    """(level, thousandths) of a quality on the continuous scale, rounded to 1/1000 of a level (what a file stores)."""
+    level, thousandths = divmod(round(quality * 1000), 1000)
+    return int(level), int(thousandths)
 
-    Variable-rate weights take a level 0..levels-1 (default 3, the middle of six);
-    single-rate weights (such as release checkpoints) have only level 0.
+
+def network_quality(level: int, thousandths: int) -> float:
+    """The quality the network takes for a stored (level, thousandths): an int for a trained level, bit-identical to it."""
+    return level + thousandths / 1000 if thousandths else level
+
+
+def resolve_quality(model: BiSICBase, quality: float | None) -> tuple[float, float | None]:
+    """(quality stored in the file, quality the network takes) for a requested quality.
+
+    Variable-rate weights take any quality from 0 to levels-1 (default 3, the middle of six),
+    rounded to 1/1000: integers are the trained levels, values between blend their gains;
+    single-rate weights (such as release checkpoints) have only quality 0.
     """
     levels = model.config.qualities
     if levels == 0:
@@ -46,18 +61,22 @@ def resolve_quality(model: _BiSICBase, quality: int | None) -> tuple[int, int | 
             raise InputError("these weights have a single rate: quality must be 0")
         return 0, None
     quality = min(DEFAULT_QUALITY, levels - 1) if quality is None else quality
-    if not 0 <= quality < levels:
+    if not 0 <= quality <= levels - 1:
         raise InputError(f"quality must be between 0 and {levels - 1} for these weights")
-    return quality, quality
+    q = network_quality(*split_quality(quality))
+    return q, q
 
 
 class Codec:
     """A loaded network ready to encode and decode stereo pairs."""
 
-    def __init__(self, weights: LoadedWeights) -> None:
+    def __init__(self, weights: LoadedWeights, max_pixels: int | None = None) -> None:
+        """`max_pixels` per view: None for the default limit and the free-memory check."""
         self.weights = weights
+        self.max_pixels = max_pixels
         self.model = weights.model.eval()
         self.latents = StereoLatentCodec(self.model)
+        self._last_analysis: tuple[bytes, torch.Tensor] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -69,27 +88,44 @@ class Codec:
     def default_quality(self) -> int:
         return resolve_quality(self.model, None)[0]
 
-    def encode(self, left: View, right: View, quality: int | None = None, reconstruct: bool = True) -> Encoded:
+    def check_size(self, height: int, width: int) -> None:
+        """Refuse views this machine should not code (see `limits`), before any network runs."""
+        check_size(height, width, self.model.variant, self.device, self.max_pixels)
+
+    def encode(self, left: View, right: View, quality: float | None = None, reconstruct: bool = True) -> Encoded:
         check_pair(left, right)
         quality, q = resolve_quality(self.model, quality)
+        level, thousandths = split_quality(quality)
         h, w = left.pixels.shape[:2]
+        self.check_size(h, w)
         x = pair_tensor(left.pixels, right.pixels).to(self.device)
-        coded = self.latents.compress(x, q, reconstruct)
+        coded = self.latents.compress(x, q, reconstruct, self._analysis(left, right, x))
         ph, pw = padded_size(h, w)
         container = Container(
             variant=self.model.variant,
             weights_name=self.weights.name[:255],
             weights_fingerprint=self.weights.fingerprint,
-            quality=quality,
+            quality=level,
             coder=CODER,
             views=(ViewInfo(h, w, left.mode), ViewInfo(h, w, right.mode)),
             padded_height=ph,
             padded_width=pw,
             symbols_checksum=coded.checksum,
             streams=tuple(Stream(name, data) for name, data in coded.streams.items()),
+            quality_thousandths=thousandths,
         )
         rec_l, rec_r = to_uint8(coded.x_hat, h, w) if reconstruct else (None, None)
         return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits)
+
+    @torch.no_grad()
+    def _analysis(self, left: View, right: View, x: torch.Tensor) -> torch.Tensor:
+        """The analysis transform of x, kept for the last pair (by its pixels' hash): rate control encodes one pair many times."""
+        key = hashlib.blake2b(np.ascontiguousarray(left.pixels))
+        key.update(np.ascontiguousarray(right.pixels))
+        key.update(repr((left.pixels.shape, right.pixels.shape, str(self.device))).encode())
+        if self._last_analysis is None or self._last_analysis[0] != key.digest():
+            self._last_analysis = (key.digest(), self.model.analysis(x))
+        return self._last_analysis[1]
 
     def check_compatible(self, container: Container) -> None:
         """Refuse files made with other weights or another coder, naming both sides."""
@@ -112,6 +148,19 @@ class Codec:
 
     def decode(self, data: bytes) -> Decoded:
         container = Container.from_bytes(data)
+        q = self.check_decodable(container)
+        x_hat = self.latents.decompress(
+            {s.name: s.data for s in container.streams},
+            (container.padded_height, container.padded_width),
+            q,
+            container.symbols_checksum,
+        )
+        left = container.views[0]
+        rec_l, rec_r = to_uint8(x_hat, left.height, left.width)
+        return Decoded(container, rec_l, rec_r)
+
+    def check_decodable(self, container: Container) -> float | None:
+        """Every check a file must pass before any network runs; returns the quality the network takes."""
         self.check_compatible(container)
         names = [s.name for s in container.streams]
         if names != ["z", "y"]:
@@ -122,14 +171,14 @@ class Codec:
         if padded_size(left.height, left.width) != (container.padded_height, container.padded_width):
             raise ContainerError("padded size does not match the view size")
         levels = self.quality_levels()
-        if levels and container.quality >= levels:
-            raise ContainerError(f"quality {container.quality} is not a level of these weights (0..{levels - 1})")
-        q = container.quality if levels else None
-        x_hat = self.latents.decompress(
-            {s.name: s.data for s in container.streams},
-            (container.padded_height, container.padded_width),
-            q,
-            container.symbols_checksum,
-        )
-        rec_l, rec_r = to_uint8(x_hat, left.height, left.width)
-        return Decoded(container, rec_l, rec_r)
+        if levels and container.quality_value > levels - 1:
+            raise ContainerError(f"quality {container.quality_value} is outside these weights' range 0..{levels - 1}")
+        q = network_quality(container.quality, container.quality_thousandths) if levels else None
+        self.check_size(left.height, left.width)
+        y_bytes, needed = len(container.streams[1].data), min_y_bytes(container.padded_height, container.padded_width, self.model.config.y_channels)
+        if y_bytes < needed:
+            raise ContainerError(
+                f"stream 'y' has {y_bytes} bytes, fewer than the {needed} any {left.width}x{left.height} pair needs: "
+                "the file is truncated or its header was edited"
+            )
+        return q

@@ -1,4 +1,4 @@
-"""The versioned ``.sbic`` container (format v1): bytes in, bytes out.
+"""The versioned ``.sbic`` container (formats v1 and v2): bytes in, bytes out.
 
 This module knows nothing about tensors or entropy coding; it only lays out
 metadata and opaque stream payloads so that any corruption, truncation or
@@ -12,6 +12,8 @@ import struct
 import zlib
 from dataclasses import dataclass, replace
 
+from .errors import StereoCodecError
+
 __all__ = [
     "FIXED_HEADER_SIZE",
     "FORMAT_VERSION",
@@ -22,7 +24,7 @@ __all__ = [
     "ViewInfo",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this module reads; it writes v1 unless the quality is fractional
 MAGIC = b"SBIC"
 
 # Codes stored in the file; the strings are what the rest of the package uses.
@@ -45,15 +47,17 @@ _FIXED = struct.Struct("<BB32sHHBHHBHHIBBB")
 FIXED_HEADER_SIZE = _PREFIX.size + _FIXED.size  # 65
 _ENTRY_TAIL = struct.Struct("<II")  # payload length, payload CRC32
 _CRC = struct.Struct("<I")
+_QUALITY_FRACTION = struct.Struct("<H")  # v2 only: thousandths of a level, 1..999, after the stream table
 _MAX_HEADER_LENGTH = (
     FIXED_HEADER_SIZE
     + _MAX_WEIGHTS_NAME
     + _MAX_CODER
     + _MAX_STREAMS * (1 + _MAX_STREAM_NAME + _ENTRY_TAIL.size)
+    + _QUALITY_FRACTION.size
 )
 
 
-class ContainerError(ValueError):
+class ContainerError(StereoCodecError):
     """A ``.sbic`` file (or a container about to be written) is invalid.
 
     The message is always a single human-readable line, fit for a CLI error.
@@ -91,6 +95,17 @@ class Container:
     padded_width: int
     symbols_checksum: int
     streams: tuple[Stream, ...]
+    quality_thousandths: int = 0  # the quality is `quality + quality_thousandths / 1000`
+
+    @property
+    def quality_value(self) -> float:
+        """The quality on the continuous scale: the level, plus the fraction stored by v2 files."""
+        return self.quality + self.quality_thousandths / 1000 if self.quality_thousandths else self.quality
+
+    @property
+    def version(self) -> int:
+        """The format version this container is written in: 2 only when it needs the quality fraction."""
+        return 2 if self.quality_thousandths else 1
 
     def to_bytes(self) -> bytes:
         """Serialise; raises ContainerError if any field is out of range."""
@@ -183,6 +198,7 @@ class Container:
         if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != 32:
             raise ContainerError("weights fingerprint must be exactly 32 bytes")
         _check_int(self.quality, "quality", 0, 255)
+        _check_int(self.quality_thousandths, "quality fraction (thousandths)", 0, 999)
         _check_int(self.symbols_checksum, "symbols checksum", 0, 0xFFFFFFFF)
         _check_int(self.padded_height, "padded height", 1, _MAX_DIM)
         _check_int(self.padded_width, "padded width", 1, _MAX_DIM)
@@ -226,10 +242,12 @@ class Container:
                 bytes([len(name)]) + name + _ENTRY_TAIL.pack(len(payload), zlib.crc32(payload))
             )
 
+        if self.version == 2:
+            table.append(_QUALITY_FRACTION.pack(self.quality_thousandths))
         header_length = FIXED_HEADER_SIZE + len(weights_name) + len(coder) + sum(map(len, table))
         return b"".join(
             [
-                _PREFIX.pack(MAGIC, FORMAT_VERSION, header_length),
+                _PREFIX.pack(MAGIC, self.version, header_length),
                 _FIXED.pack(
                     _VARIANT_CODES[self.variant],
                     self.quality,
@@ -256,7 +274,7 @@ def _check_version(version: int) -> None:
     if version > FORMAT_VERSION:
         raise ContainerError(
             f"this file uses .sbic format version {version}; this stereo-codec reads "
-            f"version {FORMAT_VERSION} only (upgrade stereo-codec)"
+            f"versions 1 to {FORMAT_VERSION} (upgrade stereo-codec)"
         )
 
 
@@ -293,6 +311,7 @@ def _decode_text(raw: bytes, what: str, encoding: str) -> str:
 
 def _parse_header(header: bytes) -> tuple[Container, list[tuple[str, int, int]]]:
     """Unpack a CRC-checked header into a Container (without payloads) and its stream table."""
+    version = _PREFIX.unpack_from(header, 0)[1]
     (
         variant_code,
         quality,
@@ -333,6 +352,9 @@ def _parse_header(header: bytes) -> tuple[Container, list[tuple[str, int, int]]]
         name = _decode_text(take(take(1)[0]), "stream name", "ascii")
         length, crc = _ENTRY_TAIL.unpack(take(_ENTRY_TAIL.size))
         entries.append((name, length, crc))
+    thousandths = _QUALITY_FRACTION.unpack(take(_QUALITY_FRACTION.size))[0] if version == 2 else 0
+    if version == 2 and not 1 <= thousandths <= 999:
+        raise ContainerError(f"invalid .sbic header: quality fraction {thousandths} (a v2 file has 1..999 thousandths)")
     if pos != len(header):
         raise ContainerError("invalid .sbic header: header length larger than its contents")
 
@@ -347,6 +369,7 @@ def _parse_header(header: bytes) -> tuple[Container, list[tuple[str, int, int]]]
         padded_width=padded_w,
         symbols_checksum=checksum,
         streams=(),
+        quality_thousandths=thousandths,
     )
     return container, entries
 

@@ -11,36 +11,36 @@ import json
 import pickle
 import zipfile
 from dataclasses import asdict, dataclass
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
-from .models import VARIANTS, BiSICConfig, _BiSICBase, build_model
+from .errors import StereoCodecError, first_line
+from .nn.entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
+from .nn.models import BiSICBase, BiSICConfig, build_model
+from .nn.presets import VARIANTS
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-WEIGHTS_HISTORY = DEFAULT_WEIGHTS_DIR / "history.json"  # every weights file shipped so far, with its commit
 METADATA_KEY = "stereocodec"
 
 
-class WeightsError(ValueError):
+class WeightsError(StereoCodecError):
     """A weights file that cannot be used; the message is one line."""
 
 
 @dataclass(frozen=True)
 class LoadedWeights:
-    model: _BiSICBase
+    model: BiSICBase
     name: str  # human label stored in .sbic files
     fingerprint: bytes  # sha256 of the network's tensors, as loaded (float32)
     metadata: dict
 
     @cached_property
     def legacy_fingerprints(self) -> tuple[bytes, ...]:
-        """How files written up to commit f3806fe named these weights: they hashed the constant
-        bounds as the weights file held them (float16 in ours, float32 in release checkpoints).
+        """How files written by the first versions of the format named these weights: they hashed the
+        constant bounds as the weights file held them (float16 in ours, float32 in release checkpoints).
         Hashed on first need only, and once: current files match `fingerprint`."""
         return tuple(fingerprint(self.model, d) for d in (torch.float16, torch.float32))
 
@@ -57,16 +57,51 @@ def _read_release(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{path}: not a readable PyTorch checkpoint ({first[:160]})") from None
+        if "Weights only load failed" in str(e):
+            raise WeightsError(f"{path}: the checkpoint holds Python objects besides tensors; refused, as loading them could run code") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0].split(". ")[0]
+        raise WeightsError(f"{path}: a damaged or unsupported PyTorch checkpoint ({first[:200]})") from None
+    except Exception as e:  # a file crafted against torch's unpickler: still one line
+        raise WeightsError(f"{path}: a damaged PyTorch checkpoint ({type(e).__name__})") from None
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("stereocodec-train"):
+        raise WeightsError(
+            f"{path} is a stereo-codec training checkpoint (step {int(obj.get('step', 0)) + int(obj.get('prior_steps', 0))}), not weights; "
+            f"make weights from it with `stereo-codec export {path} weights.safetensors`"
+        )
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: not a checkpoint (expected a state dict of tensors)")
+        raise WeightsError(f"{path}: a PyTorch file but not a checkpoint (expected a state dict of tensors)")
     # checkpoints saved from DataParallel / DistributedDataParallel prefix every name
     if all(k.startswith("module.") for k in obj):
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
+
+
+_EXPECTED = "expected a release .pth/.pth.tar checkpoint or a stereo-codec .safetensors file"
+
+
+def _kind(path: Path) -> str:
+    """What a weights file is by its first bytes, "safetensors" or "torch"; anything else is
+    refused in one line saying what it is (a text or JSON file, say)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(head) >= 9 and head[8:9] == b"{":  # u64 header length, then the JSON header
+        return "safetensors"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":  # torch's zip format, or its legacy pickle
+        return "torch"
+    if not head:
+        raise WeightsError(f"{path}: is empty, not weights ({_EXPECTED})")
+    if head[:4] == b"SBIC":
+        raise WeightsError(f"{path}: is a .sbic file (an encoded pair), not weights ({_EXPECTED})")
+    if b"\0" not in head:
+        text = head.decode("utf-8", errors="replace").lstrip()
+        what = "a JSON file" if text[:1] in ("{", "[") else "a text file"
+        raise WeightsError(f"{path}: is {what}, not weights ({_EXPECTED})")
+    raise WeightsError(f"{path}: not a weights file ({_EXPECTED})")
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -75,7 +110,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except (SafetensorError, OSError, ValueError) as e:
-        raise WeightsError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:160]})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
     try:
         meta = json.loads(raw) if raw else {}
     except json.JSONDecodeError:
@@ -104,8 +139,10 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
     ep = "entropy_parameters_zero_means" if variant == "bisic" else "entropy_params_nonanchor_zero_means"
     hidden = lambda prefix: tuple(_shape(sd, f"{prefix}.{i}.weight") for i in (0, 2, 4))  # noqa: E731
     N = _shape(sd, "Conv3DEncoder_A.0.weight")
-    if slices < 2 or N % slices:
-        raise WeightsError(f"checkpoint has {slices} context slices, which does not fit a {variant} network of N={N}")
+    Y = _shape(sd, "Conv3DEncoder_B.2.weight")  # y's channels: N in the release, wider in our presets
+    if slices < 2 or Y % slices:
+        raise WeightsError(f"checkpoint has {slices} context slices, which does not fit a {variant} network of {Y} latent channels")
+    C = _shape(sd, "chan_SAM.rb1.conv1.weight")
     return BiSICConfig(
         N=N,
         M=_shape(sd, "hyperprior.hyper_encoder.0.weight"),
@@ -114,6 +151,8 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
         lrp_hidden=hidden("LRP_Transform_zero"),
         cc_hidden=hidden("channel_context_prediction_list.0"),
         qualities=int(sd["gain"].shape[0]) if "gain" in sd else 0,
+        latent=0 if Y == N else Y,
+        context=0 if C == 8 * (Y // slices) else C,
     )
 
 
@@ -121,7 +160,7 @@ def fingerprint(model: torch.nn.Module, bounds: torch.dtype | None = None) -> by
     """sha256 over every tensor's name, shape and float32 bytes: names the exact weights.
 
     With `bounds`, the constant bounds are hashed too, rounded through that dtype: the
-    fingerprint stereo-codec wrote up to commit f3806fe, when weights files still held them.
+    fingerprint the first versions wrote, when weights files still held the bounds.
     """
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -135,7 +174,7 @@ def fingerprint(model: torch.nn.Module, bounds: torch.dtype | None = None) -> by
     return h.digest()
 
 
-def model_from_state_dict(sd: dict[str, torch.Tensor], variant: str | None, source: str) -> _BiSICBase:
+def model_from_state_dict(sd: dict[str, torch.Tensor], variant: str | None, source: str) -> BiSICBase:
     """Build the network a state dict describes and load it, checking every tensor."""
     found = infer_variant(sd)
     if variant is None:
@@ -152,7 +191,7 @@ def model_from_state_dict(sd: dict[str, torch.Tensor], variant: str | None, sour
     except WeightsError as e:
         raise WeightsError(f"{source}: {e}") from None
     except (ValueError, RuntimeError) as e:
-        raise WeightsError(f"{source}: inconsistent tensor shapes ({str(e).splitlines()[0][:120]})") from None
+        raise WeightsError(f"{source}: inconsistent tensor shapes ({first_line(e)})") from None
     sd = dict(sd)
     expected = {k: v for k, v in model.state_dict().items() if not _is_derived_buffer(k)}
     given = {k: v for k, v in _rename_bottleneck(sd).items() if not _is_derived_buffer(k)}
@@ -194,7 +233,7 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if _kind(path) == "safetensors":
         sd, meta = _read_safetensors(path)
         variant = variant or meta.get("variant")
     else:
@@ -204,32 +243,7 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
     return LoadedWeights(model.to(device), name, fingerprint(model), meta)
 
 
-@cache
-def _shipped_history() -> tuple[dict, ...]:
-    try:
-        return tuple(json.loads(WEIGHTS_HISTORY.read_text()))
-    except (OSError, ValueError):
-        return ()
-
-
-def shipped_before(fp: bytes) -> dict | None:
-    """The shipped weights (variant, name, commit) that wrote this fingerprint, if stereo-codec ever
-    shipped them: a file refused after an upgrade can then say where its weights are."""
-    return next((entry for entry in _shipped_history() if fp.hex() in entry["fingerprints"]), None)
-
-
-def default_weights_path(variant: str) -> Path:
-    return DEFAULT_WEIGHTS_DIR / f"{variant}.safetensors"
-
-
-def load_default(variant: str, device: str | torch.device = "cpu") -> LoadedWeights:
-    path = default_weights_path(variant)
-    if not path.is_file():
-        raise WeightsError(f"no shipped weights for {variant} ({path} is missing); pass --weights")
-    return load_weights(path, variant, device)
-
-
-def save_weights(model: _BiSICBase, path: str | Path, metadata: dict, half: bool = True) -> None:
+def save_weights(model: BiSICBase, path: str | Path, metadata: dict, half: bool = True) -> None:
     """Write our weight format: float16 (or float32) safetensors with JSON metadata."""
     meta = {"variant": model.variant, "config": asdict(model.config), **metadata}
     tensors = {

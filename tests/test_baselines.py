@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stereocodec.baselines import (
+from stereocodec.eval.baselines import (
     CODECS,
     AvifCodec,
     BaselineCodec,
@@ -18,8 +18,8 @@ from stereocodec.baselines import (
     rgb_to_yuv444,
     yuv444_to_rgb,
 )
-from stereocodec.bdrate import bd_psnr, bd_rate
-from stereocodec.metrics import psnr
+from stereocodec.eval.bdrate import bd_psnr, bd_rate
+from stereocodec.eval.metrics import psnr
 
 PAIR_DIR = Path("/work/shared/data/stereo/foundation")
 H, W = 64, 96

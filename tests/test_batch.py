@@ -11,14 +11,14 @@ import torch
 from PIL import Image
 
 from conftest import assert_clean_error, run_cli
-from test_codec import tiny_weights
-from test_stereo_formats import smooth_view
-from stereocodec.batch import CodecSpec, Source, batch_decode, find_sources, parse_shard, plan_batch, run_batch
+from helpers import join_sbs, write_mpo
+from stereocodec.batch import CodecSpec, Source, find_sources, parse_shard, plan_batch, plan_decode, run_batch
 from stereocodec.codec import Codec
 from stereocodec.container import Container
-from stereocodec.image_io import InputError
-from stereocodec.stereo_formats import join_sbs, write_mpo
+from stereocodec.io.images import InputError
 from stereocodec.weights import load_weights, save_weights
+from test_codec import tiny_weights
+from test_stereo_formats import smooth_view
 
 # One thread per process: on a busy machine two OpenMP threads per process can be 50x slower.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -157,14 +157,14 @@ def test_batch_decode_matches_the_decoder_and_resumes(tmp_path: Path, weights_fi
     src = tree(tmp_path / "in", ["a", "deep/b"])
     coded, decoded = tmp_path / "sbic", tmp_path / "png"
     run_batch(plan_batch(src, coded), CodecSpec(weights_file), quality=1)
-    result = batch_decode(coded, decoded, CodecSpec(weights_file))
+    result = run_batch(plan_decode(coded, decoded), CodecSpec(weights_file))
     assert sorted(o.status for o in result.outcomes) == ["done", "done"]
     assert sorted(outputs(decoded)) == ["a_left.png", "a_right.png", "deep/b_left.png", "deep/b_right.png"]
     codec = Codec(load_weights(weights_file))
     dec = codec.decode((coded / "deep" / "b.sbic").read_bytes())
     assert np.array_equal(np.asarray(Image.open(decoded / "deep" / "b_right.png")), dec.right)
     (coded / "junk.sbic").write_bytes(b"SBIC but not really")
-    again = batch_decode(coded, decoded, CodecSpec(weights_file))
+    again = run_batch(plan_decode(coded, decoded), CodecSpec(weights_file))
     assert {o.name: o.status for o in again.outcomes} == {"a": "skipped", "deep/b": "skipped", "junk": "failed"}
 
 

@@ -14,11 +14,11 @@ from PIL import Image
 
 from conftest import assert_clean_error, need_shared, run_cli
 from stereocodec.codec import Codec
-from stereocodec.coding import GAUSSIAN_BOUND, CodingError, SymbolDecoder, SymbolEncoder, categorical_tables
+from stereocodec.coding.range_coding import GAUSSIAN_BOUND, CodingError, SymbolDecoder, SymbolEncoder, categorical_tables
 from stereocodec.container import Container, ContainerError
-from stereocodec.image_io import View, read_view
-from stereocodec.models import build_model
-from stereocodec.train import preset_config
+from stereocodec.io.images import View, read_view
+from stereocodec.nn.models import build_model
+from stereocodec.train.loop import preset_config
 from stereocodec.weights import LoadedWeights, fingerprint, load_weights, save_weights
 
 VARIANTS = ("bisic", "bisic-fast")
@@ -189,7 +189,15 @@ def test_files_from_before_the_bounds_left_the_weights_still_decode(tmp_path) ->
     assert Container.from_bytes(data).weights_fingerprint != weights.fingerprint
     decoded = Codec(weights).decode(data)
     for side, pixels in (("left", decoded.left), ("right", decoded.right)):
-        assert np.array_equal(pixels, np.asarray(Image.open(LEGACY / f"{side}-decoded.png")))
+        assert_same_pixels(pixels, np.asarray(Image.open(LEGACY / f"{side}-decoded.png")))
+
+
+def assert_same_pixels(got: np.ndarray, expected: np.ndarray) -> None:
+    """The latents decode exactly; the synthesis transform is float arithmetic whose summation
+    order follows the thread count (the fixture was made with two threads, tests run one), so
+    a rare pixel may round the other way: at most 1 level on at most 0.1 % of the values."""
+    diff = np.abs(got.astype(int) - expected.astype(int))
+    assert got.shape == expected.shape and diff.max() <= 1 and (diff > 0).mean() <= 1e-3, (diff.max(), (diff > 0).mean())
 
 
 def test_newer_format_version_refused(codec: Codec) -> None:

@@ -1,4 +1,4 @@
-"""Tests of pair discovery (stereocodec.pairs) and the training datasets (stereocodec.data)."""
+"""Tests of pair discovery (stereocodec.io.pairs) and the training datasets (stereocodec.train.data)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from stereocodec.data import (
+from stereocodec.io.pairs import PairPaths, find_pairs
+from stereocodec.train.data import (
     StereoPairDataset,
     SyntheticStereoDataset,
     photo_paths,
@@ -18,7 +19,6 @@ from stereocodec.data import (
     render_right,
     split_train_val,
 )
-from stereocodec.pairs import PairPaths, find_pairs
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -352,10 +352,12 @@ def test_layered_scenes_have_disocclusions_that_planar_scenes_lack(texture_photo
     kwargs = dict(crop=96, seed=9, max_vertical_shift=0.0, photometric=False)
     layered = SyntheticStereoDataset([texture_photo] * 6, depth_model="layered", **kwargs)
     planar = SyntheticStereoDataset([texture_photo] * 6, depth_model="planar", **kwargs)
-    lay = [unexplained_fraction(*views(layered[i]), max_shift=13, tol=0.03) for i in range(6)]
-    pla = [unexplained_fraction(*views(planar[i]), max_shift=13, tol=0.03) for i in range(6)]
+    shift = 96 // 4 + 1  # disparities reach a quarter of the crop
+    lay = [unexplained_fraction(*views(layered[i]), max_shift=shift, tol=0.03) for i in range(6)]
+    pla = [unexplained_fraction(*views(planar[i]), max_shift=shift, tol=0.03) for i in range(6)]
     assert max(pla) < 0.002  # a plane only shifts and stretches the left view
-    assert min(lay) > 0.003 and np.mean(lay) > 0.01  # layers uncover what the left view hid
+    # layers uncover what the left view hid (a small colour segment, or one near the edge, uncovers little)
+    assert min(lay) > 0.001 and np.mean(lay) > 0.01
 
 
 def test_random_disparity_ranges_and_layers() -> None:

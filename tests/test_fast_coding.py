@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from conftest import need_shared
-from stereocodec.latent_codecs import StereoLatentCodec, wavefront_positions
-from stereocodec.models import from_views
+from stereocodec.coding.contract import CheckerboardNetwork, WavefrontNetwork
+from stereocodec.coding.latent_codecs import StereoLatentCodec, wavefront_positions
+from stereocodec.nn.models import build_model, from_views
+from stereocodec.train.loop import preset_config
 from stereocodec.weights import load_weights
 
 
@@ -54,3 +57,16 @@ def test_wavefront_order_respects_the_mask() -> None:
                     continue
                 if (r + dr, c + dc) in when:
                     assert when[(r + dr, c + dc)] < t
+
+
+def test_networks_meet_the_contract_of_their_spatial_order_and_code_one_pair_at_a_time() -> None:
+    """The protocols in coding.contract name what each order uses; the codec refuses a batch."""
+    wavefront, checkerboard = (build_model(v, preset_config("tiny", v)) for v in ("bisic", "bisic-fast"))
+    assert isinstance(wavefront, WavefrontNetwork) and not isinstance(wavefront, CheckerboardNetwork)
+    assert isinstance(checkerboard, CheckerboardNetwork) and not isinstance(checkerboard, WavefrontNetwork)
+    codec = StereoLatentCodec(checkerboard)
+    with pytest.raises(ValueError, match="one pair at a time"):
+        codec.compress(torch.zeros(2, 3, 2, 64, 64), 0)
+    checkerboard.variant = "bisic"  # a network without the masked context cannot take the wavefront
+    with pytest.raises(TypeError, match="raster_wavefront.*WavefrontNetwork"):
+        StereoLatentCodec(checkerboard)

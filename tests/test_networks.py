@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import assert_clean_error, need_shared, run_cli
-from stereocodec.models import build_model
+from stereocodec.nn.models import build_model
 from stereocodec.weights import WeightsError, load_weights
 
 FIXTURES = {"bisic": "official_bisic_n48", "bisic-fast": "official_bisic_fast_n48"}

@@ -1,4 +1,4 @@
-"""The rate-distortion report (stereocodec.report, `stereo-codec report`)."""
+"""The rate-distortion report (stereocodec.eval.report, `stereo-codec report`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from PIL import Image
 from rich.console import Console
 
 from conftest import need_shared, run_cli
+from stereocodec.eval import baselines
+from stereocodec.eval.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report, versus
+from stereocodec.io.images import InputError
 from test_batch import ONE_THREAD, one_thread, tree, weights_file  # noqa: F401 (fixtures)
-from stereocodec import baselines
-from stereocodec.image_io import InputError
-from stereocodec.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report, versus
 
 
 def test_report_cli_on_crops_of_the_shared_pairs(tmp_path: Path, weights_file: Path) -> None:

@@ -1,4 +1,4 @@
-"""The weights in weights/ are what `encode` and `decode` use when no --weights is given."""
+"""The default weights of the store are what `encode` and `decode` use when no --weights is given."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from PIL import Image
 
 from conftest import need_shared, run_cli
 from stereocodec.codec import Codec
-from stereocodec.image_io import View, read_view
-from stereocodec.metrics import psnr
-from stereocodec.weights import WEIGHTS_HISTORY, default_weights_path, load_default, shipped_before
+from stereocodec.io.images import View, read_view
+from stereocodec.eval.metrics import psnr
+from stereocodec.store import HISTORY, default_weights_path, load_default, shipped_before, store_root
 
 VARIANTS = ("bisic-fast", "bisic")
 
@@ -31,15 +31,15 @@ def test_shipped_weights_metadata_and_size(variant: str) -> None:
 
 
 def test_every_shipped_weights_file_is_in_the_history() -> None:
-    """weights/history.json names every weights file ever shipped, so that a file refused after an
-    upgrade can say where its weights are; the ones shipped now must be listed too."""
-    history = json.loads(WEIGHTS_HISTORY.read_text())
+    """weights_store/history.json names every development weights file shipped before the store, so
+    that a file they made can say where its weights are; the first stored ones are listed too."""
+    history = json.loads(store_root().joinpath(HISTORY).read_text())
     assert len({e["name"] for e in history}) == len(history)
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for e in history for fp in e["fingerprints"])
     for variant in VARIANTS:
         loaded = load_default(variant)
         entry = shipped_before(loaded.fingerprint)
-        assert entry is not None, f"add the shipped {variant} weights to weights/history.json"
+        assert entry is not None, f"the first stored {variant} weights are in history.json"
         assert (entry["variant"], entry["name"]) == (variant, loaded.name)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import need_shared, run_cli
-from stereocodec.train import TrainConfig, export_weights, train
+from stereocodec.train.loop import TrainConfig, export_weights, train
 from stereocodec.weights import load_weights
 
 
@@ -49,8 +49,8 @@ def test_export_loads_as_variable_rate_weights(tmp_path: Path) -> None:
 
 def test_training_goes_on_from_shipped_weights(tmp_path: Path) -> None:
     """--init-from a .safetensors file: every tensor comes from it (float16 values, in float32)."""
-    from stereocodec.models import build_model
-    from stereocodec.train import preset_config, warm_start
+    from stereocodec.nn.models import build_model
+    from stereocodec.train.loop import preset_config, warm_start
 
     photos = need_shared("data", "photos")
     train(_config(tmp_path / "run", photos, 1), log=lambda _: None)
@@ -96,8 +96,8 @@ def test_sigterm_saves_a_checkpoint(tmp_path: Path, workers: int) -> None:
 
 def test_a_new_run_starts_with_ordered_quality_levels() -> None:
     """Levels start at gains sqrt(lambda / 1024): lower levels spend fewer estimated bits."""
-    from stereocodec.models import build_model
-    from stereocodec.train import preset_config, spread_gains
+    from stereocodec.nn.models import build_model
+    from stereocodec.train.loop import preset_config, spread_gains
 
     torch.manual_seed(0)
     model = build_model("bisic-fast", preset_config("tiny", "bisic-fast")).eval()
@@ -113,7 +113,7 @@ def test_a_new_run_starts_with_ordered_quality_levels() -> None:
 def test_float16_weights_keep_the_constant_bounds(tmp_path: Path) -> None:
     """1e-9 is 0 in float16: a likelihood bound read back from the file would give log(0) = -inf
     within a few steps of training on from shipped weights."""
-    from stereocodec.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
+    from stereocodec.nn.entropy_models import LIKELIHOOD_BOUND, SCALE_BOUND
 
     photos = need_shared("data", "photos")
     train(_config(tmp_path / "run", photos, 1), log=lambda _: None)
@@ -129,10 +129,10 @@ def test_float16_weights_keep_the_constant_bounds(tmp_path: Path) -> None:
     assert meta["training_steps"] == 1 + 4  # the source's step counts too
 
 
-def test_mixed_precision_keeps_rates_in_float32(tmp_path: Path) -> None:
+def test_mixed_precision_keeps_rates_in_float32() -> None:
     """--bf16 runs the transforms in bfloat16; likelihoods stay float32 (bfloat16's 8-bit mantissa
-    cannot carry quantisation noise or tail probabilities), so the loss matches full precision."""
-    from stereocodec.entropy_models import FactorizedPrior, GaussianConditional
+    cannot carry quantisation noise or tail probabilities)."""
+    from stereocodec.nn.entropy_models import FactorizedPrior, GaussianConditional
 
     prior, gaussian = FactorizedPrior(8).eval(), GaussianConditional().eval()
     z, y = 3 * torch.randn(1, 8, 4, 4), 3 * torch.randn(1, 8, 4, 4)
@@ -142,9 +142,115 @@ def test_mixed_precision_keeps_rates_in_float32(tmp_path: Path) -> None:
     assert torch.equal(mixed[0], prior(z)[1])
     assert torch.equal(mixed[1], gaussian(y, scales.float(), means.float()))
 
+
+def _tiny_step_inputs(preset: str = "tiny-wide"):
+    from stereocodec.nn.models import build_model
+    from stereocodec.nn.presets import LAMBDAS
+    from stereocodec.train.loop import preset_config, spread_gains
+
+    torch.manual_seed(0)
+    model = build_model("bisic-fast", preset_config(preset, "bisic-fast")).train()
+    spread_gains(model)
+    base = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)), size=(64, 64))
+    x = torch.stack([base, base.roll(3, dims=-1)], dim=2)  # (2, 3, 2, 64, 64)
+    q = torch.tensor([0, 5])
+    return model, x, q, torch.tensor(LAMBDAS, dtype=torch.float32)[q]
+
+
+def test_gradients_are_finite_and_bf16_is_used_only_where_it_matches_float32(tmp_path: Path) -> None:
+    """float32 gradients are finite; bfloat16 is trusted only where its gradients match them (on CPUs
+    without AMX its 3-D convolution gradients are NaN or wrong), else training falls back to float32."""
+    from stereocodec.train.loop import compare_precisions, rd_gradients
+
+    model, x, q, lambdas = _tiny_step_inputs()
+    rd_gradients(model, model, x, q, lambdas, bf16=False)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert len(grads) > 100 and all(torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+    rng = torch.get_rng_state()
+    ok, message = compare_precisions(model, x, q, lambdas)
+    assert torch.equal(torch.get_rng_state(), rng) and all(p.grad is None for p in model.parameters())
+    assert ("do not match" in message) != ok
+
     photos = need_shared("data", "photos")
-    full = _losses(_config(tmp_path / "full", photos, 2))
+    lines: list[str] = []
     cfg = _config(tmp_path / "mixed", photos, 2)
     cfg.bf16 = True
-    mixed = _losses(cfg)
-    assert mixed != full and all(mixed[s] == pytest.approx(full[s], rel=0.02) for s in full)
+    mixed = {}
+    train(cfg, log=lines.append, progress=lambda step, row: mixed.__setitem__(step, row["loss"]))
+    assert any("bfloat16 gradients" in ln for ln in lines)
+    if not ok:  # this machine refuses bf16: the run is the float32 run
+        assert mixed == _losses(_config(tmp_path / "full", photos, 2))
+
+
+def test_a_step_with_a_non_finite_gradient_changes_nothing() -> None:
+    from stereocodec.train.loop import TrainConfig, WeightAverage, make_optimizers, train_step
+
+    model, x, q, lambdas = _tiny_step_inputs()
+    cfg = TrainConfig(preset="tiny-wide", warmup=0)
+    opt, aux, sched = make_optimizers(model, cfg)
+    average = WeightAverage(model, 0.9)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = x.clone()
+    x[0, 0, 0, 5, 5] = float("nan")
+    row = train_step(model, model, x, q, lambdas, opt, aux, sched, cfg, average=average)
+    assert row["skipped"] == 1 and average.updates == 0
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("quantiles"))
+    row = train_step(model, model, x.nan_to_num(0.5), q, lambdas, opt, aux, sched, cfg, average=average)
+    assert row["skipped"] == 0 and average.updates == 1
+    assert not torch.equal(before["Conv3DEncoder_A.0.weight"], model.state_dict()["Conv3DEncoder_A.0.weight"])
+
+
+def test_freeze_shared_trains_only_the_variants_own_entropy_model() -> None:
+    from stereocodec.train.loop import SHARED_PREFIXES, TrainConfig, apply_freeze, make_optimizers, train_step
+
+    model, x, q, lambdas = _tiny_step_inputs()
+    apply_freeze(model, "shared")
+    cfg = TrainConfig(preset="tiny-wide", warmup=0, freeze="shared")
+    opt, aux, sched = make_optimizers(model, cfg)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    train_step(model, model, x, q, lambdas, opt, aux, sched, cfg)
+    changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p)}
+    shared = {n for n in before if n.startswith(SHARED_PREFIXES)}
+    assert shared and not (changed & shared)
+    own = set(before) - shared
+    assert {n.split(".")[0] for n in changed} == {n.split(".")[0] for n in own}
+
+
+def test_export_writes_the_moving_average_and_a_wide_network_loads_back(tmp_path: Path) -> None:
+    photos = need_shared("data", "photos")
+    cfg = _config(tmp_path / "run", photos, 3)
+    cfg.preset, cfg.ema_decay = "tiny-wide", 0.5
+    train(cfg, log=lambda _: None)
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["average"]["updates"] == 3
+    export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors")
+    loaded = load_weights(tmp_path / "w.safetensors").model
+    assert loaded.config.latent == 48 and loaded.config.N == 16 and loaded.config.context == 16
+    name = "Conv3DEncoder_B.2.weight"
+    exported = loaded.state_dict()[name]
+    assert torch.allclose(exported, state["average"]["params"][name].half().float())
+    assert not torch.allclose(exported, state["model"][name].half().float())
+
+
+def test_lower_bound_passes_gradients_that_push_upwards() -> None:
+    """compressai's lower bound: below the bound, a gradient that would raise x still flows."""
+    from stereocodec.nn.entropy_models import LowerBound
+
+    bound = LowerBound(0.11)
+    x = torch.tensor([0.05, 0.05, 0.5], requires_grad=True)
+    out = bound(x)
+    assert torch.equal(out.detach(), torch.tensor([0.11, 0.11, 0.5]))
+    (out * torch.tensor([-1.0, 1.0, 1.0])).sum().backward()  # loss falls as x[0] rises, rises with x[1]
+    assert torch.equal(x.grad, torch.tensor([-1.0, 0.0, 1.0]))
+
+
+def test_validation_mixes_synthetic_and_real_items(tmp_path: Path) -> None:
+    from stereocodec.train.loop import build_datasets, validation_items
+
+    cfg = TrainConfig(photos=[need_shared("data", "photos")], stereo=[need_shared("data", "stereo-train")], crop=64)
+    _, val = build_datasets(cfg)
+    items = validation_items(val, 16)
+    assert items.shape == (16, 3, 2, 64, 64)
+    assert len({tuple(t.flatten()[:64].tolist()) for t in items}) == 16  # all different

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from stereocodec.models import BiSICConfig, build_model
+from stereocodec.nn.models import BiSICConfig, build_model
 
 
 def fixture_model() -> torch.nn.Module:
@@ -33,7 +33,7 @@ def fixture_model() -> torch.nn.Module:
 
 def main(out: Path) -> None:
     from stereocodec.codec import Codec
-    from stereocodec.image_io import read_view
+    from stereocodec.io.images import read_view
     from stereocodec.weights import load_weights, save_weights
 
     weights = out / "weights.safetensors"

@@ -9,19 +9,30 @@ Composition (as in CompressAI's latent codecs): the hyperprior codes z with the 
 prior; then for each channel slice, a spatial order codes y: `raster_wavefront` for BiSIC
 (masked 5x5 context; all positions with equal 3*row + col are independent, so both views
 and a whole anti-diagonal are coded per step) and `checkerboard` for BiSIC-Fast (anchors,
-then non-anchors conditioned on them).
+then non-anchors conditioned on them). What an order may ask of a network is named in
+`contract`; the codec checks it when it is built.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from .coding import CodingError, SymbolDecoder, SymbolEncoder, categorical_tables, scale_indices
-from .models import _BiSICBase, anchor_mask, from_views, to_views
+from ..nn.models import BiSICBase, anchor_mask, from_views, to_views
+from .contract import CheckerboardNetwork, SliceNetwork, WavefrontNetwork
+from .range_coding import CodingError, SymbolDecoder, SymbolEncoder, categorical_tables, scale_indices
+
+
+class SymbolIO(Protocol):
+    """One direction of coding. Given the target (encoder) or None (decoder), return the decodable values."""
+
+    def gaussian(self, target: torch.Tensor | None, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor: ...
+
+    def categorical(self, target: torch.Tensor | None, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor: ...
 
 
 class EncodeIO:
@@ -33,7 +44,7 @@ class EncodeIO:
         self.coder.gaussian(symbols.cpu().numpy().astype(np.int64), scale_indices(scales))
         return symbols + means
 
-    def categorical(self, target: torch.Tensor, rows: np.ndarray, *tables) -> torch.Tensor:
+    def categorical(self, target: torch.Tensor, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor:
         symbols = target.cpu().numpy().astype(np.int64)
         self.coder.categorical(symbols, rows, *tables)
         return target
@@ -47,11 +58,11 @@ class DecodeIO:
         symbols = self.coder.gaussian(scale_indices(scales))
         return torch.from_numpy(symbols).to(means.dtype).to(means.device).reshape(means.shape) + means
 
-    def categorical(self, target: None, rows: np.ndarray, *tables) -> torch.Tensor:
+    def categorical(self, target: None, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.coder.categorical(rows, *tables)).float()
 
 
-def wavefront_positions(h: int, w: int, device: torch.device | None = None):
+def wavefront_positions(h: int, w: int, device: torch.device | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Steps of BiSIC's decoding order: all (row, col) with 3*row + col = t, rows ascending.
 
     The 5x5 "A" mask reads (r, c-1), (r, c-2) and rows r-1, r-2 at columns c-2..c+2, all of
@@ -62,7 +73,9 @@ def wavefront_positions(h: int, w: int, device: torch.device | None = None):
         yield rows, t - 3 * rows
 
 
-def raster_wavefront(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, ch) -> torch.Tensor:
+def raster_wavefront(
+    model: WavefrontNetwork, io: SymbolIO, k: int, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor, ch: torch.Tensor | None
+) -> torch.Tensor:
     """BiSIC's masked-context slice, coded one anti-diagonal (3*row + col = t) at a time.
 
     y, hm, hs, ch are per view (2, C, h, w); returns the decodable slice (2, c, h, w).
@@ -93,7 +106,9 @@ def raster_wavefront(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, 
     return out
 
 
-def checkerboard(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, ch) -> torch.Tensor:
+def checkerboard(
+    model: CheckerboardNetwork, io: SymbolIO, k: int, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor, ch: torch.Tensor | None
+) -> torch.Tensor:
     """BiSIC-Fast's slice in two passes: anchors from hyperprior + channel context, then the rest."""
     anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
     out = torch.zeros(2, model.config.c, *hm.shape[-2:], device=hm.device)
@@ -106,7 +121,11 @@ def checkerboard(model: _BiSICBase, io, k: int, y: torch.Tensor | None, hm, hs, 
     return out
 
 
-SPATIAL_ORDERS: dict[str, Callable] = {"bisic": raster_wavefront, "bisic-fast": checkerboard}
+SpatialOrder = Callable[..., torch.Tensor]  # (model, io, k, y, hm, hs, ch) -> decodable slice (2, c, h, w)
+SPATIAL_ORDERS: dict[str, tuple[SpatialOrder, type[SliceNetwork]]] = {
+    "bisic": (raster_wavefront, WavefrontNetwork),
+    "bisic-fast": (checkerboard, CheckerboardNetwork),
+}
 
 
 @dataclass(frozen=True)
@@ -120,13 +139,15 @@ class Compressed:
 class StereoLatentCodec:
     """Hyperprior x channel slices x spatial order, for both views at once."""
 
-    def __init__(self, model: _BiSICBase) -> None:
+    def __init__(self, model: BiSICBase) -> None:
         self.model = model.eval()
         pmfs, minima, lengths = model.hyperprior.entropy_bottleneck.pmf_tables()
         self.z_tables = (categorical_tables(pmfs, lengths), minima, lengths)
-        self.spatial = SPATIAL_ORDERS[model.variant]
+        self.spatial, needs = SPATIAL_ORDERS[model.variant]
+        if not isinstance(model, needs):
+            raise TypeError(f"{type(model).__name__} lacks what {self.spatial.__name__} asks of a network ({needs.__name__})")
 
-    def _z(self, io, z: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
+    def _z(self, io: SymbolIO, z: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
         medians = self.model.hyperprior.entropy_bottleneck.medians().detach()
         m = len(medians)
         rows = np.broadcast_to(np.arange(m)[None, :, None], (2, m, shape[0] * shape[1])).reshape(-1)
@@ -135,7 +156,7 @@ class StereoLatentCodec:
         z_hat = symbols.reshape(2, m, *shape).to(medians.device) + medians[None, :, None, None]
         return from_views(z_hat)
 
-    def _y(self, io, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
+    def _y(self, io: SymbolIO, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
         model, c = self.model, self.model.config.c
         done: list[torch.Tensor] = []
         for k in range(model.config.slices):
@@ -145,13 +166,16 @@ class StereoLatentCodec:
         return from_views(torch.cat(done, dim=1))
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, quality: int | None, reconstruct: bool = True) -> Compressed:
+    def compress(self, x: torch.Tensor, quality: float | None, reconstruct: bool = True, y: torch.Tensor | None = None) -> Compressed:
         """x (1, 3, 2, H, W), H and W multiples of 64 -> streams (and the decoder's reconstruction).
 
-        The reconstruction costs a synthesis pass; skip it when only the file is wanted.
+        The reconstruction costs a synthesis pass; skip it when only the file is wanted. `y` is
+        x's analysis transform when the caller has it already (several qualities of one pair).
         """
+        if x.dim() != 5 or x.shape[0] != 1:
+            raise ValueError(f"StereoLatentCodec codes one pair at a time: x must be (1, 3, 2, H, W), not {tuple(x.shape)}")
         model = self.model
-        y = model.scale_y(model.analysis(x), quality)
+        y = model.scale_y(model.analysis(x) if y is None else y, quality)
         z = model.hyperprior.hyper_encoder(y)
         z_coder = SymbolEncoder()
         z_hat = self._z(EncodeIO(z_coder), z, z.shape[-2:])
@@ -167,7 +191,7 @@ class StereoLatentCodec:
         )
 
     @torch.no_grad()
-    def decompress(self, streams: dict[str, bytes], size: tuple[int, int], quality: int | None, checksum: int) -> torch.Tensor:
+    def decompress(self, streams: dict[str, bytes], size: tuple[int, int], quality: float | None, checksum: int) -> torch.Tensor:
         model = self.model
         z_coder = SymbolDecoder(streams["z"])
         z_hat = self._z(DecodeIO(z_coder), None, (size[0] // 64, size[1] // 64))

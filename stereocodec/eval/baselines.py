@@ -414,6 +414,8 @@ CODECS: dict[str, BaselineCodec] = {
     c.name: c
     for c in (JpegCodec(), WebpCodec(), AvifCodec(), JxlCodec(), HevcCodec(False), HevcCodec(True))
 }
+SBIC = "sbic"
+ALL_CODECS = (SBIC, *CODECS)  # what `report` compares: sbic and every baseline
 
 
 def chroma_note() -> str:

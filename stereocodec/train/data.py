@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageDraw, ImageFilter, ImageOps
 from torch.utils.data import Dataset
 
-from .pairs import PairPaths, is_image
+from ..io.pairs import PairPaths, is_image
 
 DEPTH_MODELS = ("mixed", "layered", "planar")
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
@@ -214,15 +214,44 @@ def _shape_mask(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, size: 
     return np.hypot(u, v) <= boundary
 
 
+def segment_mask(rng: np.random.Generator, image: np.ndarray, min_share: float = 0.03,
+                 max_share: float = 0.5, tries: int = 4) -> np.ndarray | None:
+    """A region of similar colour around a random seed pixel of `image` (8-bit CHW), or None.
+
+    Foreground objects in real scenes are bounded by image edges; a depth layer cut along a
+    colour segment gives occlusion boundaries where the picture has them, not seams through
+    flat texture. The region is a flood fill (Pillow) on a blurred half-size copy, kept when it
+    covers between `min_share` and `max_share` of the frame, and closed (max then min filter).
+    """
+    h, w = image.shape[1:]
+    small = Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).resize((max(1, w // 2), max(1, h // 2)))
+    small = small.filter(ImageFilter.GaussianBlur(1.5))
+    for _ in range(tries):
+        filled = small.copy()
+        seed = (int(rng.integers(filled.width)), int(rng.integers(filled.height)))
+        marker = (1, 254, 3) if filled.getpixel(seed) != (1, 254, 3) else (254, 1, 252)
+        ImageDraw.floodfill(filled, seed, marker, thresh=float(rng.uniform(12, 40)))
+        region = np.all(np.asarray(filled) == marker, axis=2) & np.any(np.asarray(small) != marker, axis=2)
+        if min_share <= region.mean() <= max_share:
+            # a closing fills the specks that texture leaves inside a segment, so layers stay solid
+            mask = Image.fromarray(region.astype(np.uint8) * 255).filter(ImageFilter.MaxFilter(5))
+            mask = mask.filter(ImageFilter.MinFilter(5)).resize((w, h), Image.Resampling.BILINEAR)
+            return np.asarray(mask) > 127
+    return None
+
+
 def random_disparity(
-    rng: np.random.Generator, shape: tuple[int, int], max_disparity: float, model: str
+    rng: np.random.Generator, shape: tuple[int, int], max_disparity: float, model: str,
+    image: np.ndarray | None = None,
 ) -> np.ndarray:
     """A random left disparity map (float32, in [0, max_disparity]) of a plausible scene.
 
     'planar': one slanted plane (no occlusions inside the frame). 'layered': a slanted
-    background plus 1-3 fronto-parallel shapes in front of it (2-4 layers), nearer layers
-    with larger disparity, so that the right view has occlusions and disocclusions.
-    'mixed': layered three times out of four, planar otherwise.
+    background plus 1-3 fronto-parallel layers in front of it (2-4 layers), nearer layers
+    with larger disparity, so that the right view has occlusions and disocclusions. With the
+    scene's `image` (8-bit CHW, of `shape`), layers follow its colour segments where one of a
+    useful size is found (`segment_mask`), else random shapes. 'mixed': layered three times
+    out of four, planar otherwise.
     """
     if model not in DEPTH_MODELS:
         raise ValueError(f"unknown depth model {model!r}; expected one of {DEPTH_MODELS}")
@@ -236,24 +265,25 @@ def random_disparity(
     layers = np.sort(rng.uniform(background_top, max_disparity, int(rng.integers(1, 4))))
     short_side = min(shape)
     for d in layers:  # far to near, so that nearer layers overwrite farther ones
-        disparity[_shape_mask(rng, ys, xs, short_side * rng.uniform(0.1, 0.3))] = d
+        mask = segment_mask(rng, image) if image is not None else None
+        if mask is None:
+            mask = _shape_mask(rng, ys, xs, short_side * rng.uniform(0.1, 0.3))
+        disparity[mask] = d
     return disparity
 
 
-def _photometric(view: np.ndarray, rng: np.random.Generator, noise: torch.Generator) -> np.ndarray:
-    """The gain, bias, gamma, tint and sensor noise by which two real cameras differ.
+def _photometric(view: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The gain, bias, gamma and tint by which two real cameras differ.
 
-    `view` is 8-bit CHW, so gamma, gain, tint and bias are one 256-entry table per channel.
+    `view` is 8-bit CHW, so all four are one 256-entry table per channel. No per-view sensor
+    noise: it is incompressible, and a codec trained to spend bits on it wastes them on real pairs.
     """
     gamma = math.exp(rng.uniform(-0.1, 0.1))
     gain = rng.uniform(0.92, 1.08) * rng.uniform(0.97, 1.03, 3)
     bias = rng.uniform(-0.03, 0.03)
-    sigma = rng.uniform(0.0, 0.01)
     levels = (np.arange(256) / 255.0) ** gamma
     lut = (gain[:, None] * levels + bias).astype(np.float32)
-    out = np.stack([lut[c][view[c]] for c in range(view.shape[0])])
-    out += sigma * torch.randn(out.shape, generator=noise).numpy()
-    return _quantize(out)
+    return _quantize(np.stack([lut[c][view[c]] for c in range(view.shape[0])]))
 
 
 def _quantize(view: np.ndarray) -> np.ndarray:
@@ -291,7 +321,8 @@ class SyntheticStereoDataset(_EpochSeeded):
             raise ValueError(f"unknown depth model {depth_model!r}; expected one of {DEPTH_MODELS}")
         self.photos = list(photos)
         self.crop = crop
-        self.max_disparity = crop / 8 if max_disparity is None else float(max_disparity)
+        # real rectified pairs reach about a quarter of a crop's width (near objects at 128-256 px)
+        self.max_disparity = crop / 4 if max_disparity is None else float(max_disparity)
         if fixed_disparity is not None and not 0 <= fixed_disparity <= self.max_disparity:
             raise ValueError(f"fixed_disparity must be in [0, {self.max_disparity}], got {fixed_disparity}")
         self.depth_model = depth_model
@@ -335,14 +366,13 @@ class SyntheticStereoDataset(_EpochSeeded):
         if self.fixed_disparity is not None:
             disparity = np.full((h, w), self.fixed_disparity, dtype=np.float32)
         else:
-            disparity = random_disparity(rng, (h, w), self.max_disparity, self.depth_model)
+            disparity = random_disparity(rng, (h, w), self.max_disparity, self.depth_model, image=src_u8)
         dy = rng.uniform(-self.max_vertical_shift, self.max_vertical_shift)
         right, _ = render_right(src, np.clip(fill, 0, 255).astype(np.float32), disparity, crop, pad, dy)
         right_u8 = np.rint(right).astype(np.uint8)
         left_u8 = src_u8[:, pad : pad + crop, pad : pad + crop]
         if self.photometric:
-            noise = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            left, right = _photometric(left_u8, rng, noise), _photometric(right_u8, rng, noise)
+            left, right = _photometric(left_u8, rng), _photometric(right_u8, rng)
         else:
             left, right = left_u8 / np.float32(255.0), right_u8 / np.float32(255.0)
         return _to_tensor(left, right, rng)

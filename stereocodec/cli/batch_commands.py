@@ -1,17 +1,13 @@
-"""The `batch` and `report` commands: options and presentation only (logic in batch.py, report.py).
-
-Registered on the main group by `stereocodec.cli`; this module does not import `cli` at
-import time (only inside the commands), so `cli` may import it from anywhere.
-"""
+"""The `batch` and `report` commands: options and presentation only (logic in batch.py, eval/report.py)."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,17 +21,12 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .baselines import CODECS
-from .image_io import InputError, check_output, write_bytes
-from .models import VARIANTS
+from ..eval.baselines import ALL_CODECS
+from .common import DEFAULT_VARIANT, ENV_WEIGHTS, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out, size_targets
 
 if TYPE_CHECKING:
-    from .batch import BatchResult, CodecSpec
+    from ..batch import BatchResult, CodecSpec
 
-ALL_CODECS = ",".join(("sbic", *CODECS))
-
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 class _RateColumn(ProgressColumn):
@@ -51,7 +42,46 @@ class _RateColumn(ProgressColumn):
         return Text(f"{rate} {self.unit}/s", style="progress.data.speed")
 
 
-def _progress(unit: str) -> Progress:
+class _LineProgress:
+    """Progress for a standard error that is not a terminal (a log file): a plain line every `every` seconds.
+
+    rich draws nothing there until the end; a long batch or report must still show that it is alive.
+    Same calls as the rich Progress it stands in for (one task).
+    """
+
+    def __init__(self, unit: str, every: float = 10.0) -> None:
+        self.unit, self.every = unit, every
+        self.done, self.total, self.description = 0, 0, ""
+        self.start = self.last = time.monotonic()
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int) -> int:
+        self.description, self.total = description, total
+        return 0
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        self.update(task, advance=advance)
+
+    def update(self, task: int, advance: float = 0, description: str | None = None) -> None:
+        self.done += int(advance)
+        self.description = description or self.description
+        if time.monotonic() - self.last >= self.every:
+            self._line()
+
+    def _line(self) -> None:
+        self.last = time.monotonic()
+        err.print(f"{self.done}/{self.total} {self.unit} ({self.last - self.start:.0f} s): {self.description}", highlight=False)
+
+
+def _progress(unit: str) -> Progress | _LineProgress:
+    """A live bar on a terminal; periodic plain lines on standard error otherwise."""
+    if not err.is_terminal:
+        return _LineProgress(unit)
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), _RateColumn(unit), console=err,
@@ -60,8 +90,7 @@ def _progress(unit: str) -> Progress:
 
 def _spec(weights: Path | None, variant: str | None) -> CodecSpec:
     """The network to load: --weights, or the shipped weights of --variant (default variant otherwise)."""
-    from .batch import CodecSpec
-    from .cli import DEFAULT_VARIANT
+    from ..batch import CodecSpec
 
     return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT))
 
@@ -96,9 +125,13 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.argument("in_dir", type=click.Path(path_type=Path, file_okay=False))
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
               help="Output folder; the input tree is mirrored under it.")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None, help="Network variant (default: the shipped default).")
-@click.option("--quality", "-q", type=int, default=None, help="Quality level (0 = smallest files).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Weights file instead of the shipped ones.")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant (default {DEFAULT_VARIANT}).")
+@click.option("--quality", "-q", type=QUALITY_TYPE, default=None, metavar="Q", help=QUALITY_HELP)
+@size_targets
+@click.option("--psnr", "psnr_db", type=click.FloatRange(0, min_open=True), default=None, metavar="DB",
+              help="Per pair, the lowest quality whose PSNR (mean of the two views) is at least DB.")
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
+              help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one network and one thread each.")
 @click.option("--shard", default=None, metavar="K/N", help="Only the K-th of N interleaved shares of the pairs (1-based).")
 @click.option("--verify", is_flag=True, help="Decode every new file and report its PSNR against the input.")
@@ -106,30 +139,48 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--decode", is_flag=True, help="Decode the .sbic files under IN_DIR to PNG pairs instead.")
 @click.option("--sbs", is_flag=True, help="Also take every unpaired image as a side-by-side pair (left | right).")
 @click.option("--cross", is_flag=True, help="With --sbs: the side-by-side images are cross-eyed (right | left).")
-def batch(in_dir: Path, out_dir: Path, variant, quality, weights, workers, shard, verify, force, decode, sbs, cross) -> None:
+def batch(in_dir: Path, out_dir: Path, variant, quality, size, bpp, psnr_db, weights, workers, shard, verify, force, decode, sbs, cross) -> None:
     """Compress every stereo pair under IN_DIR (pairs of files, .mpo, side-by-side) to OUT_DIR/<name>.sbic.
 
-    Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed.
+    Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed
+    (a pair whose --size/--bpp/--psnr target is out of reach fails with the reason).
     """
-    from .batch import parse_shard, plan_batch, plan_decode, run_batch
+    from ..batch import parse_shard, plan_batch, plan_decode, run_batch, select_shard
+    from ..batch_checks import check_writable_dir, unpaired_images, unpaired_note
+    from ..codec import resolve_quality
+    from ..io.images import InputError
+    from ..rate_control import Target
 
-    if decode and (quality is not None or verify or sbs):
-        raise InputError("--quality, --verify and --sbs apply to compression, not to --decode")
+    target = Target.from_options(size, bpp, psnr_db)
+    if target is not None and quality is not None:
+        raise InputError("give either --quality or a target (--size, --bpp, --psnr)")
+    if decode and (quality is not None or target is not None or verify or sbs):
+        raise InputError("--quality, targets, --verify and --sbs apply to compression, not to --decode")
     if cross and not sbs:
         raise InputError("--cross describes side-by-side images: use it with --sbs")
     selected = parse_shard(shard) if shard else None
+    note = None
     if decode:
         jobs = plan_decode(in_dir, out_dir, selected)
     else:
-        jobs = plan_batch(in_dir, out_dir, selected, ("cross" if cross else "parallel") if sbs else None)
+        every = plan_batch(in_dir, out_dir, None, ("cross" if cross else "parallel") if sbs else None)
+        jobs = select_shard(every, selected)
+        note = unpaired_note(in_dir, unpaired_images(in_dir, {p for j in every for p in j.source.paths}), bool(every))
     spec = _spec(weights, variant)
     if weights is not None or not decode:  # decoding without --weights loads each file's variant
         spec.check()
     if not jobs:
+        if note and not every:
+            raise InputError(note)
         raise InputError(f"{in_dir}: no {'.sbic files' if decode else 'stereo pairs'} found" + (f" in shard {shard}" if shard else ""))
+    if not decode:  # once, here, rather than once per pair
+        resolve_quality(spec().model, quality)
+    check_writable_dir(out_dir)
+    if note:
+        notice(note)
     with _progress("pairs") as progress:
         task = progress.add_task("decoding" if decode else "encoding", total=len(jobs))
-        result = run_batch(jobs, spec, quality, workers, verify, force, lambda _: progress.advance(task))
+        result = run_batch(jobs, spec, target or quality, workers, verify, force, lambda _: progress.advance(task))
     out.print(summary_table(result, decode, verify))
     for failure in sorted(result.failures, key=lambda o: o.name):
         out.print(f"[red]failed:[/] {failure.name}: {failure.reason}", highlight=False)
@@ -139,21 +190,35 @@ def batch(in_dir: Path, out_dir: Path, variant, quality, weights, workers, shard
 
 @click.command()
 @click.argument("in_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--codecs", default=ALL_CODECS, show_default=True, help="Comma-separated codecs to compare.")
-@click.option("--anchor", default="hevc", show_default=True, help="BD-rates are against this codec (jpeg if it is unavailable).")
+@click.option("--codecs", default=",".join(ALL_CODECS), show_default=True, help="Comma-separated codecs to compare.")
+@click.option("--anchor", default="hevc", show_default=True,
+              help="BD-rates are against this codec (jpeg if it is unavailable); coded too, with a note, when not in --codecs.")
 @click.option("--qualities", multiple=True, metavar="CODEC=Q1,Q2,...", help="Only these settings of CODEC (repeatable).")
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Weights file for sbic instead of the shipped ones.")
-@click.option("--variant", type=click.Choice(VARIANTS), default=None, help="Network variant for sbic.")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant for sbic (default {DEFAULT_VARIANT}).")
 @click.option("--max-side", type=int, default=None, help="Center-crop every pair to at most N x N pixels (quick runs).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write every RD point, curves and BD-rates as JSON.")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the RD points as CSV.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PSNR-vs-bpp plot (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite the --json/--csv/--plot files.")
 def report(in_dir: Path, codecs, anchor, qualities, weights, variant, max_side, json_path, csv_path, plot_path, force) -> None:
-    """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates."""
-    from .baselines import chroma_note
-    from .cli import notice
-    from .report import bd_table, parse_qualities, plan_report, plot_rd, rd_table, run_report, versus_table
+    """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates.
+
+    \b
+    Columns of the RD table (means over the pairs, per codec and setting):
+      setting      the codec's quality knob (sbic: quality level 0-5)
+      bpp          bits of the whole coded file(s) per pixel of both views
+      PSNR dB      mean of the left and right views' PSNR (RGB, 8 bit)
+      MS-SSIM      mean of the two views' MS-SSIM
+      L-R PSNR dB  left view's PSNR minus the right's: how unevenly the views are treated
+      encode s     seconds to encode one pair (sbic: after a warm-up coding, which is not counted)
+      decode s     seconds to decode one pair
+    BD-rate %: the average change in bits for equal quality against the anchor (negative = fewer bits).
+    Progress goes to standard error: a live bar on a terminal, a line every 10 s otherwise.
+    """
+    from ..eval.baselines import chroma_note
+    from ..io.images import check_output, write_bytes
+    from ..eval.report import bd_table, parse_qualities, plan_report, plot_rd, rd_table, run_report, versus_table
 
     for path in (json_path, csv_path, plot_path):
         if path is not None:

@@ -11,11 +11,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import StereoCodecError, first_line
+
 PAD_MULTIPLE = 64
 MODES = ("RGB", "L", "RGBA")
 
 
-class InputError(ValueError):
+class InputError(StereoCodecError):
     """Unusable input or output path; the message is one line."""
 
 
@@ -74,7 +76,7 @@ def read_view(path: str | Path, label: str | None = None) -> View:
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, ValueError) as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"{path}: not a readable image ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})") from None
+        raise InputError(f"{path}: not a readable image ({first_line(e)})") from None
 
 
 def check_pair(left: View, right: View) -> None:
@@ -119,19 +121,35 @@ def check_output(path: Path, force: bool) -> None:
         raise InputError(f"{path.parent}: no such directory")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+def write_temp(path: Path, write) -> str:
+    """Write to a temporary file beside `path`, so that one rename completes it; a permission or
+    disk error is a one-line InputError and leaves nothing behind."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
         raise
+    return tmp
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename: never a half file."""
+    tmp = write_temp(path, write)
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def write_bytes(path: Path, data: bytes, force: bool = False) -> None:
@@ -139,9 +157,15 @@ def write_bytes(path: Path, data: bytes, force: bool = False) -> None:
     atomic_write(path, lambda f: f.write(data))
 
 
-def write_image(path: Path, img: Image.Image, force: bool = False) -> None:
-    check_output(path, force)
+def image_format(path: Path) -> str:
+    """Pillow's format name for an output's extension."""
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise InputError(f"{path}: unknown image extension {path.suffix!r} (use .png)")
+    return fmt
+
+
+def write_image(path: Path, img: Image.Image, force: bool = False) -> None:
+    check_output(path, force)
+    fmt = image_format(path)
     atomic_write(path, lambda f: img.save(f, format=fmt))

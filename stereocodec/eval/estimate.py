@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from .image_io import pair_tensor, to_uint8
+from ..io.images import pair_tensor, to_uint8
+from ..nn.models import BiSICBase
 from .metrics import ms_ssim, psnr
-from .models import _BiSICBase
 
 
 @torch.no_grad()
-def estimate_pair(model: _BiSICBase, left, right, quality: int | None = None) -> dict:
+def estimate_pair(model: BiSICBase, left, right, quality: int | None = None) -> dict:
     """Estimated bpp (-log2 of the likelihoods, no bitstream) and PSNR / MS-SSIM per view.
 
     Pixels are counted at the original size; the pair is edge-padded to a multiple of 64

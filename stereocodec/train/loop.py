@@ -3,8 +3,10 @@
 One network covers all quality levels: each quality q has learned channel gains on y
 (`gain[q]` before quantisation, `inv_gain[q]` after), and every training item draws its q,
 weighting its distortion by LAMBDAS[q]. Batches are a pure function of (seed, step), and
-checkpoints hold model, optimisers, schedule, step and the torch RNG, so a resumed run
-continues exactly as an uninterrupted one.
+checkpoints hold model, its moving average, optimisers, schedule, step and the torch RNG, so
+a resumed run continues exactly as an uninterrupted one. A step whose gradient is not finite
+is skipped and logged; bfloat16 is used only where its gradients match float32's on the
+first batch; exported weights are the exponential moving average of the trained ones.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -20,24 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ..io.pairs import find_pairs
+from ..nn.models import BiSICBase, BiSICConfig, build_model
+from ..nn.presets import DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PRESETS, SHARED_PREFIXES
+from ..weights import load_weights, save_weights
 from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
-from .models import DEFAULT_SLICES, BiSICConfig, _BiSICBase, build_model
-from .pairs import find_pairs
-from .weights import load_weights, save_weights
 
-LAMBDAS = (256, 512, 1024, 2048, 3072, 4096)
 CHECKPOINT_NAME = "checkpoint.pt"
-
-# Presets. `official` is the release at N = M = 192 (one network per lambda there); ours add
-# the six quality levels. `small` trains on a few CPU cores and decodes fast; `tiny` is for tests.
-PRESETS: dict[str, dict] = {
-    "official": {},
-    "small": dict(N=48, M=48, ep_hidden=(192, 128, 64), lrp_hidden=(192, 128, 64), cc_hidden=(128, 96, 64)),
-    "tiny": dict(N=48, M=48, ep_hidden=(16, 16, 16), lrp_hidden=(16, 16, 16), cc_hidden=(16, 16, 16)),
-}
 
 
 def preset_config(preset: str, variant: str, qualities: int = len(LAMBDAS)) -> BiSICConfig:
@@ -49,7 +45,7 @@ def preset_config(preset: str, variant: str, qualities: int = len(LAMBDAS)) -> B
 @dataclass
 class TrainConfig:
     variant: str = "bisic-fast"
-    preset: str = "small"
+    preset: str = DEFAULT_PRESET
     out: Path = Path("runs/bisic-fast")
     photos: list[Path] = field(default_factory=list)  # folders of single photos (synthetic stereo)
     stereo: list[Path] = field(default_factory=list)  # folders of real stereo pairs (any layout)
@@ -65,12 +61,14 @@ class TrainConfig:
     workers: int = 2
     device: str = "cpu"
     val_fraction: float = 0.05
-    val_items: int = 4
+    val_items: int = 16
     checkpoint_every: int = 100
     val_every: int = 500
     log_every: int = 10
     init_from: Path | None = None  # warm start: tensors of equal name and shape from another run
     bf16: bool = False  # mixed precision: transforms in bfloat16, likelihoods in float32
+    ema_decay: float = 0.999  # exported weights: exponential moving average of the trained ones
+    freeze: str = "none"  # "shared": train only the variant's own entropy model (see SHARED_PREFIXES)
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -140,9 +138,18 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
     return ConcatDataset(train_sets), ConcatDataset(val_sets) if val_sets else ConcatDataset(train_sets)
 
 
-def make_optimizers(model: _BiSICBase, cfg: TrainConfig):
+def apply_freeze(model: BiSICBase, freeze: str) -> None:
+    """Mark the parameters that `freeze` keeps fixed as not requiring gradients."""
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"unknown freeze option {freeze!r} (choose from {', '.join(FREEZE_CHOICES)})")
+    for name, p in model.named_parameters():
+        p.requires_grad_(not (freeze == "shared" and name.startswith(SHARED_PREFIXES)))
+
+
+def make_optimizers(model: BiSICBase, cfg: TrainConfig):
     aux_params = [model.hyperprior.entropy_bottleneck.quantiles]
-    main_params = [p for n, p in model.named_parameters() if not n.endswith("entropy_bottleneck.quantiles")]
+    main_params = [p for n, p in model.named_parameters()
+                   if p.requires_grad and not n.endswith("entropy_bottleneck.quantiles")]
     opt = torch.optim.Adam(main_params, lr=cfg.lr)
     aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     milestones = sorted({max(1, int(f * cfg.steps)) for f in cfg.lr_milestones})
@@ -164,7 +171,52 @@ def _plain(v):
     return v
 
 
-def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig, prior_steps: int = 0) -> None:
+class WeightAverage:
+    """Exponential moving average of the trainable parameters: the weights that get exported.
+
+    Single steps move noisy weights by more than they improve them (two exports 410 steps apart
+    differed by 0.2 dB on one pair); the average over the last ~1/(1 - decay) steps does not.
+    The decay ramps up as (1 + n) / (10 + n) so that a fresh average is not dominated by its start.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.updates = 0
+        self.params = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                self.params[name].lerp_(p.detach(), 1 - keep)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "params": self.params}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.updates = state["decay"], int(state["updates"])
+        for name, value in state["params"].items():
+            self.params[name].copy_(value)
+
+    @contextmanager
+    def applied(self, model: nn.Module) -> Iterator[None]:
+        """Run `model` with the averaged weights for the duration of the block (validation)."""
+        saved = {n: p.detach().clone() for n, p in model.named_parameters()}
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(self.params[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in model.named_parameters():
+                    p.copy_(saved[n])
+
+
+def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig, prior_steps: int = 0,
+                    average: WeightAverage | None = None) -> None:
     """`prior_steps`: the steps the warm-start source had seen, so exported weights count them all."""
     state = {
         "format": "stereocodec-train-1",
@@ -172,6 +224,7 @@ def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainCon
         "model_config": asdict(model.config),
         "train_config": {k: _plain(v) for k, v in asdict(cfg).items()},
         "model": model.state_dict(),
+        "average": average.state_dict() if average is not None else None,
         "optimizer": opt.state_dict(),
         "aux_optimizer": aux.state_dict(),
         "lr_scheduler": sched.state_dict(),
@@ -194,7 +247,7 @@ def steps_seen(state: dict) -> int:
 
 
 @torch.no_grad()
-def spread_gains(model: _BiSICBase) -> None:
+def spread_gains(model: BiSICBase) -> None:
     """Start level q's latent gain at sqrt(lambda_q / 1024) (its inverse after quantisation).
 
     The step size that balances rate and MSE scales as 1/sqrt(lambda); starting there gives
@@ -205,7 +258,7 @@ def spread_gains(model: _BiSICBase) -> None:
     model.inv_gain.copy_((1 / g).expand_as(model.inv_gain))
 
 
-def warm_start(model: _BiSICBase, source: Path) -> tuple[str, int]:
+def warm_start(model: BiSICBase, source: Path) -> tuple[str, int]:
     """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other
     variant's) or from shipped .safetensors weights (training goes on from them; optimiser
     state and step start afresh). Returns a log line and the training steps the source had seen."""
@@ -221,15 +274,32 @@ def warm_start(model: _BiSICBase, source: Path) -> tuple[str, int]:
     return f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors", steps
 
 
+def validation_items(val: Dataset, n: int) -> torch.Tensor:
+    """n fixed held-out items, shared out evenly between the sources (synthetic and real pairs);
+    a source with fewer items than its share gives further crops of them (later epochs)."""
+    sources = [ds for ds in getattr(val, "datasets", [val]) if len(ds)]
+    items = []
+    for i, ds in enumerate(sources):
+        share = n // len(sources) + (i < n % len(sources))
+        for j in range(share):
+            ds.set_epoch(1_000_000 + j // len(ds))
+            items.append(ds[j % len(ds)])
+    return torch.stack(items)
+
+
 @torch.no_grad()
-def validate(model: _BiSICBase, val: Dataset, n: int, device: torch.device) -> list[dict]:
+def validate(model: BiSICBase, items: torch.Tensor, batch: int = 4) -> list[dict]:
     """Estimated bpp and PSNR per quality level on fixed held-out items (eval forward)."""
     model.eval()
-    items = torch.stack([val[i] for i in range(min(n, len(val)))]).to(device)
     rows = []
     for q, lam in enumerate(LAMBDAS):
-        stats = rd_loss(model(items, torch.full((len(items),), q, device=device)), items, torch.tensor(float(lam)))
-        rows.append({"quality": q, "lambda": lam, **{k: float(v) for k, v in stats.items()}})
+        parts = []
+        for chunk in items.split(batch):
+            stats = rd_loss(model(chunk, torch.full((len(chunk),), q, device=chunk.device)), chunk,
+                            torch.tensor(float(lam)))
+            parts.append((len(chunk), stats))
+        mean = {k: sum(n * float(st[k]) for n, st in parts) / len(items) for k in parts[0][1]}
+        rows.append({"quality": q, "lambda": lam, **mean})
     model.train()
     return rows
 
@@ -253,26 +323,85 @@ def _ignore_stop_signals(worker_id: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
-def train_step(net: torch.nn.Module, model: _BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
-               opt, aux, sched, cfg: TrainConfig, distributed: bool = False) -> dict[str, float]:
-    """One step on the RD loss and one on the quantile loss; `net` is `model` or its DDP wrapper."""
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+def rd_gradients(net: nn.Module, model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
+                 bf16: bool) -> dict[str, torch.Tensor]:
+    """Forward and backward of the RD loss in the given precision; leaves the gradients in `.grad`."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = net(x, q)
     stats = rd_loss(out | {"x_hat": out["x_hat"].float()}, x, lambdas)
-    opt.zero_grad(set_to_none=True)
+    for p in model.parameters():
+        p.grad = None
     stats["loss"].backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-    opt.step()
+    return stats
+
+
+def gradients_finite(params: list[torch.Tensor]) -> bool:
+    grads = [p.grad for p in params if p.grad is not None]
+    return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+
+
+def compare_precisions(model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
+                       min_cosine: float = 0.95) -> tuple[bool, str]:
+    """Does a bfloat16 step give the float32 step's gradients here?
+
+    bfloat16 3-D convolutions on CPUs without AMX (oneDNN's AVX512-bf16 path) give NaN or
+    wrong weight gradients from the first step, so mixed precision is only trusted where, on
+    the same batch and quantisation noise, every parameter's gradient is finite and points the
+    way the float32 one does (cosine >= min_cosine). Returns (ok, a line saying what was found).
+    The model's gradients are cleared afterwards and the torch RNG is left as it was.
+    """
+    grads = {}
+    rng = torch.get_rng_state()
+    for bf16 in (False, True):
+        torch.set_rng_state(rng)
+        rd_gradients(model, model, x, q, lambdas, bf16)
+        grads[bf16] = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
+    torch.set_rng_state(rng)
+    for p in model.parameters():
+        p.grad = None
+    worst, worst_name = 1.0, ""
+    for name, g32 in grads[False].items():
+        g16 = grads[True][name]
+        if not torch.isfinite(g16).all():
+            return False, f"bfloat16 gradient of {name} is not finite"
+        if g32.norm() == 0:
+            continue
+        cosine = float(torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0))
+        if cosine < worst:
+            worst, worst_name = cosine, name
+    ok = worst >= min_cosine
+    return ok, f"bfloat16 gradients {'match' if ok else 'do not match'} float32 (lowest cosine {worst:.3f}, {worst_name})"
+
+
+def train_step(net: torch.nn.Module, model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
+               opt, aux, sched, cfg: TrainConfig, distributed: bool = False,
+               average: WeightAverage | None = None) -> dict[str, float]:
+    """One step on the RD loss and one on the quantile loss; `net` is `model` or its DDP wrapper.
+
+    A step whose gradients are not all finite changes no weight (row["skipped"] is 1); the lr
+    schedule still advances, so that the step count and the schedule stay one.
+    """
+    stats = rd_gradients(net, model, x, q, lambdas, cfg.bf16)
+    params = [p for p in model.parameters() if p.requires_grad]
+    finite = gradients_finite(params) and bool(torch.isfinite(stats["loss"]))
+    if finite:
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip)
+        opt.step()
+        if average is not None:
+            average.update(model)
     sched.step()
+    quantiles = model.hyperprior.entropy_bottleneck.quantiles
     aux_loss = model.aux_loss()
     aux.zero_grad(set_to_none=True)
-    aux_loss.backward()
-    if distributed:
-        g = model.hyperprior.entropy_bottleneck.quantiles.grad
-        dist.all_reduce(g)
-        g /= dist.get_world_size()
-    aux.step()
-    return {k: float(v.detach()) for k, v in stats.items()} | {"aux": float(aux_loss.detach()), "lr": opt.param_groups[0]["lr"]}
+    if quantiles.requires_grad:
+        aux_loss.backward()
+        if distributed:
+            dist.all_reduce(quantiles.grad)
+            quantiles.grad /= dist.get_world_size()
+        if torch.isfinite(quantiles.grad).all():
+            aux.step()
+    return {k: float(v.detach()) for k, v in stats.items()} | {
+        "aux": float(aux_loss.detach()), "lr": opt.param_groups[0]["lr"], "skipped": int(not finite)}
 
 
 def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callable[[int, dict], None] | None = None) -> Path:
@@ -289,22 +418,27 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant)).to(device).train()
     spread_gains(model)
-    opt, aux, sched = make_optimizers(model, cfg)
     start = prior_steps = 0
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if state is not None:
         if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
             raise ValueError(f"{ckpt_path} belongs to another variant or preset; use another --out")
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        aux.load_state_dict(state["aux_optimizer"])
-        sched.load_state_dict(state["lr_scheduler"])
-        start, prior_steps = int(state["step"]), int(state.get("prior_steps", 0))
-        torch.set_rng_state(state["torch_rng"])
-        log(f"resumed {ckpt_path} at step {start}")
     elif cfg.init_from:
         message, prior_steps = warm_start(model, Path(cfg.init_from))
         log(message)
+    apply_freeze(model, cfg.freeze)
+    opt, aux, sched = make_optimizers(model, cfg)
+    average = WeightAverage(model, cfg.ema_decay)
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        aux.load_state_dict(state["aux_optimizer"])
+        sched.load_state_dict(state["lr_scheduler"])
+        if state.get("average"):
+            average.load_state_dict(state["average"])
+        start, prior_steps = int(state["step"]), int(state.get("prior_steps", 0))
+        torch.set_rng_state(state["torch_rng"])
+        log(f"resumed {ckpt_path} at step {start}")
     if distributed:  # each rank draws its own quantisation noise, reproducibly from (seed, rank, start)
         torch.manual_seed(cfg.seed * 1_000_003 + start * world + rank)
 
@@ -320,12 +454,19 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
                         worker_init_fn=_ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.seed))  # keep the global RNG for the noise
     lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
+    val_items = validation_items(val_set, cfg.val_items).to(device) if rank == 0 and cfg.val_every else None
     stop = _StopRequest()
     t0, step = time.time(), start
     for step, x in enumerate(loader, start=start + 1):
         x = x.to(device, non_blocking=True)
         q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world).to(device)
-        row = train_step(net, model, x, q, lambdas_all[q], opt, aux, sched, cfg, distributed)
+        if cfg.bf16 and step == start + 1:
+            ok, message = compare_precisions(model, x, q, lambdas_all[q])
+            log(message + ("" if ok else "; training in float32"))
+            cfg.bf16 = ok
+        row = train_step(net, model, x, q, lambdas_all[q], opt, aux, sched, cfg, distributed, average)
+        if row["skipped"] and rank == 0:
+            log(f"step {step} skipped: non-finite gradient (loss {row['loss']:.4f})")
         if progress and rank == 0:
             progress(step, row)
         if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
@@ -333,13 +474,16 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
             log(f"step {step} loss {row['loss']:.4f} bpp {row['bpp']:.4f} psnr {row['psnr']:.2f} "
                 f"aux {row['aux']:.1f} lr {row['lr']:.2e} {dt:.2f}s/step")
         if rank == 0 and (step % cfg.checkpoint_every == 0 or step == cfg.steps or stop.requested):
-            save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg, prior_steps)
+            save_checkpoint(ckpt_path, model, opt, aux, sched, step, cfg, prior_steps, average)
         if stop.requested:
             log(f"stopped at step {step} on request; checkpoint saved")
             break
-        if rank == 0 and cfg.val_every and step % cfg.val_every == 0:
-            for r in validate(model, val_set, cfg.val_items, device):
+        if val_items is not None and step % cfg.val_every == 0:
+            with average.applied(model):
+                rows = validate(model, val_items)
+            for r in rows:
                 log(f"val step {step} q{r['quality']} lambda {r['lambda']} bpp {r['bpp']:.4f} psnr {r['psnr']:.2f} loss {r['loss']:.4f}")
+            log(f"val step {step} mean loss {sum(r['loss'] for r in rows) / len(rows):.4f} (moving average, {len(val_items)} items)")
     if distributed:
         dist.destroy_process_group()
     return ckpt_path
@@ -351,6 +495,10 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
     model = build_model(state["variant"], BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v
                                                          for k, v in state["model_config"].items()}))
     model.load_state_dict(state["model"])
+    if state.get("average"):  # export the moving average, not the last step's noisy weights
+        with torch.no_grad():
+            for tensor_name, p in model.named_parameters():
+                p.copy_(state["average"]["params"][tensor_name])
     tc = state["train_config"]
     steps = steps_seen(state)
     meta = {

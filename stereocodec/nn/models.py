@@ -7,20 +7,28 @@ calls the per-slice pieces below (`hyper`, `slice_context`, `slice_params`, `lrp
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .entropy_models import FactorizedPrior, GaussianConditional, quantize
 from .layers import MaskedConv3d, MutualAttention, conv3d, conv3d_k3, deconv3d, mlp
+from .presets import DEFAULT_SLICES, VARIANTS
 
-VARIANTS = ("bisic", "bisic-fast")
 
 
 @dataclass(frozen=True)
 class BiSICConfig:
-    """Sizes of a network. The release uses N = M = 192 and the hidden widths below."""
+    """Sizes of a network. The release uses N = M = 192 and the hidden widths below.
+
+    N is the width of the image transforms, M that of the hyper-latent z, and `latent` the
+    channels of y per view: the release ties y to N; our presets widen y (the rate-distortion
+    ceiling) without paying for wide full-resolution transforms. 0 means "as the release" (N).
+    With `latent` set, the second mutual attention of each transform runs at width N at 1/8
+    resolution, between the last two strided convolutions (see `BiSICBase.analysis`), instead
+    of at y's width: at 192 channels each of those blocks would hold 6.2 M parameters.
+    """
 
     N: int = 192
     M: int = 192
@@ -29,10 +37,22 @@ class BiSICConfig:
     lrp_hidden: tuple[int, ...] = (384, 192, 64)
     cc_hidden: tuple[int, ...] = (224, 192, 128)
     qualities: int = 0  # number of quality levels with learned gain vectors (0: release)
+    latent: int = 0  # channels of y per view (0: N, as the release)
+    context: int = 0  # channels of the channel context per view (0: 8 c, as the release)
+
+    @property
+    def y_channels(self) -> int:
+        return self.latent or self.N
+
+    @property
+    def ch_channels(self) -> int:
+        """Width of the channel context (and of `chan_SAM`, whose cost grows with its square)."""
+        return self.context or 8 * self.c
 
     @property
     def c(self) -> int:
-        return self.N // self.slices
+        """Channels of one slice of y."""
+        return self.y_channels // self.slices
 
 
 def to_views(x: torch.Tensor) -> torch.Tensor:
@@ -57,29 +77,47 @@ def join_lr(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 class Hyperprior(nn.Module):
-    """3-D hyper-analysis/synthesis with a factorized prior on each view's z."""
+    """3-D hyper-analysis/synthesis with a factorized prior on each view's z.
 
-    def __init__(self, N: int, M: int) -> None:
+    Y is the channels of y, M those of z (the release has Y = M = N).
+    """
+
+    def __init__(self, Y: int, M: int) -> None:
         super().__init__()
-        act = lambda: nn.LeakyReLU(0.01)  # noqa: E731
-        self.hyper_encoder = nn.Sequential(conv3d_k3(N, M), act(), conv3d(N, M), act(), conv3d(N, M))
+        self.hyper_encoder = nn.Sequential(conv3d_k3(Y, M), _leaky(), conv3d(M, M), _leaky(), conv3d(M, M))
         self.entropy_bottleneck = FactorizedPrior(M)
-        for name in ("hyper_decoder_means", "hyper_decoder_scales"):
-            setattr(self, name, nn.Sequential(deconv3d(M, M), act(), deconv3d(N, M), act(), conv3d_k3(N, 2 * N)))
+        self.hyper_decoder_means = self._decoder(Y, M)
+        self.hyper_decoder_scales = self._decoder(Y, M)
+
+    @staticmethod
+    def _decoder(Y: int, M: int) -> nn.Sequential:
+        return nn.Sequential(deconv3d(M, M), _leaky(), deconv3d(M, M), _leaky(), conv3d_k3(M, 2 * Y))
 
     def decode(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-view (hm, hs), each (2B, 2N, h, w), from z_hat (B, M, 2, h/4, w/4)."""
+        """Per-view (hm, hs), each (2B, 2Y, h, w), from z_hat (B, M, 2, h/4, w/4)."""
         return to_views(self.hyper_decoder_means(z_hat)), to_views(self.hyper_decoder_scales(z_hat))
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        z = self.hyper_encoder(y)
-        z_hat, z_lik = self.entropy_bottleneck(to_views(z))
+        """In training the likelihood of z sees uniform noise while the hyper-decoder sees z rounded
+        around the medians with a straight-through gradient, as the release trains it; in eval both
+        see the rounded z."""
+        z = to_views(self.hyper_encoder(y))
+        z_noisy, z_lik = self.entropy_bottleneck(z)
+        if self.training:
+            medians = self.entropy_bottleneck.medians().detach()[None, :, None, None]
+            z_hat = quantize(z.float(), "ste", medians)
+        else:
+            z_hat = z_noisy
         z_hat, z_lik = from_views(z_hat), from_views(z_lik)
         hm, hs = self.decode(z_hat)
         return hm, hs, z_hat, z_lik
 
 
-class _BiSICBase(nn.Module):
+def _leaky() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.01)
+
+
+class BiSICBase(nn.Module):
     """What both variants share: the 3-D codec, hyperprior, channel context and LRP."""
 
     variant: str
@@ -87,55 +125,74 @@ class _BiSICBase(nn.Module):
     def __init__(self, config: BiSICConfig) -> None:
         super().__init__()
         self.config = config
-        N, M, K, c = config.N, config.M, config.slices, config.c
-        if N != M:
-            raise ValueError("BiSIC requires N == M")
+        N, Y, K, c, C = config.N, config.y_channels, config.slices, config.c, config.ch_channels
+        if Y % K:
+            raise ValueError(f"{Y} latent channels do not split into {K} slices")
         gelu = nn.GELU
         self.Conv3DEncoder_A = nn.Sequential(conv3d(3, N), gelu(), conv3d(N, N))
         self.En_Transfer_A = MutualAttention(N)
-        self.Conv3DEncoder_B = nn.Sequential(conv3d(N, N), gelu(), conv3d(N, N))
+        self.Conv3DEncoder_B = nn.Sequential(conv3d(N, N), gelu(), conv3d(N, Y))
         self.En_Transfer_B = MutualAttention(N)
         self.De_Transfer_A = MutualAttention(N)
-        self.Conv3DDecoder_A = nn.Sequential(deconv3d(N, N), gelu(), deconv3d(N, N))
+        self.Conv3DDecoder_A = nn.Sequential(deconv3d(Y, N), gelu(), deconv3d(N, N))
         self.De_Transfer_B = MutualAttention(N)
         self.Conv3DDecoder_B = nn.Sequential(deconv3d(N, N), gelu(), deconv3d(N, 3))
-        self.hyperprior = Hyperprior(N, M)
+        self.hyperprior = Hyperprior(Y, config.M)
         self.gaussian_conditional = GaussianConditional()
         self.channel_context_prediction_list = nn.ModuleList(
-            mlp([c * k, *config.cc_hidden, 8 * c]) for k in range(1, K)
+            mlp([c * k, *config.cc_hidden, C]) for k in range(1, K)
         )
-        self.chan_SAM = MutualAttention(8 * c)
-        self.LRP_Transform_zero = mlp([2 * N + c, *config.lrp_hidden, c])
-        self.LRP_Transform_list = nn.ModuleList(mlp([2 * N + 9 * c, *config.lrp_hidden, c]) for _ in range(1, K))
+        self.chan_SAM = MutualAttention(C)
+        self.LRP_Transform_zero = mlp([2 * Y + c, *config.lrp_hidden, c])
+        self.LRP_Transform_list = nn.ModuleList(mlp([2 * Y + c + C, *config.lrp_hidden, c]) for _ in range(1, K))
         if config.qualities:
             # Variable rate: per-quality channel gains on y (before quantisation) and inverse gains after.
-            self.gain = nn.Parameter(torch.ones(config.qualities, N))
-            self.inv_gain = nn.Parameter(torch.ones(config.qualities, N))
+            self.gain = nn.Parameter(torch.ones(config.qualities, Y))
+            self.inv_gain = nn.Parameter(torch.ones(config.qualities, Y))
 
     # --- transforms -------------------------------------------------------------------
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 2, H, W) images in [0, 1] -> y (B, N, 2, H/16, W/16)."""
-        y = self.En_Transfer_A.forward_stacked(self.Conv3DEncoder_A(x))
-        return self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B(y))
+        """(B, 3, 2, H, W) images in [0, 1] -> y (B, Y, 2, H/16, W/16)."""
+        h = self.En_Transfer_A.forward_stacked(self.Conv3DEncoder_A(x))
+        if not self.config.latent:  # the release: attention on y
+            return self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B(h))
+        h = self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B[:2](h))  # at 1/8, width N
+        return self.Conv3DEncoder_B[2](h)
 
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
-        x = self.Conv3DDecoder_A(self.De_Transfer_A.forward_stacked(y_hat))
-        return self.Conv3DDecoder_B(self.De_Transfer_B.forward_stacked(x))
+        if not self.config.latent:  # the release: attention on y_hat
+            h = self.Conv3DDecoder_A(self.De_Transfer_A.forward_stacked(y_hat))
+        else:
+            h = self.Conv3DDecoder_A[2](self.De_Transfer_A.forward_stacked(self.Conv3DDecoder_A[:2](y_hat)))
+        return self.Conv3DDecoder_B(self.De_Transfer_B.forward_stacked(h))
 
-    def _gain(self, name: str, quality: torch.Tensor | int | None, ref: torch.Tensor) -> torch.Tensor | None:
+    def _gain(self, name: str, quality: torch.Tensor | float | None, ref: torch.Tensor) -> torch.Tensor | None:
+        """The gain vector of a quality: a trained level's row, or between two levels their log-domain blend.
+
+        A fractional quality l + t takes g_l^(1-t) * g_(l+1)^t (Cui et al., CVPR 2021, "Asymmetric
+        Gained Deep Image Compression"), so rate and distortion move smoothly between the trained
+        levels; an integral quality (int or float) takes the trained row itself, bit for bit.
+        """
         if not self.config.qualities:
             return None
         if quality is None:
             raise ValueError("this network is variable-rate: a quality level is required")
+        table = torch.abs(getattr(self, name))  # (levels, N)
         q = torch.as_tensor(quality, device=ref.device).reshape(-1)
-        g = torch.abs(getattr(self, name)[q])  # (B or 1, N)
+        if not q.is_floating_point():
+            return table[q][:, :, None, None, None]  # (B or 1, N, 1, 1, 1)
+        low = q.floor().long().clamp(0, self.config.qualities - 1)
+        high = (low + 1).clamp(max=self.config.qualities - 1)
+        t = (q - low).to(table.dtype)[:, None]
+        blend = torch.exp((1 - t) * torch.log(table[low]) + t * torch.log(table[high]))
+        g = torch.where(t == 0, table[low], blend)
         return g[:, :, None, None, None]
 
-    def scale_y(self, y: torch.Tensor, quality: torch.Tensor | int | None) -> torch.Tensor:
+    def scale_y(self, y: torch.Tensor, quality: torch.Tensor | float | None) -> torch.Tensor:
         g = self._gain("gain", quality, y)
         return y if g is None else y * g
 
-    def unscale_y(self, y_hat: torch.Tensor, quality: torch.Tensor | int | None) -> torch.Tensor:
+    def unscale_y(self, y_hat: torch.Tensor, quality: torch.Tensor | float | None) -> torch.Tensor:
         g = self._gain("inv_gain", quality, y_hat)
         return y_hat if g is None else y_hat * g
 
@@ -203,19 +260,19 @@ def _params(net_m: nn.Module, net_s: nn.Module, h_m: torch.Tensor, h_s: torch.Te
     return net_m(torch.cat([h_m, *extra], dim=1)), net_s(torch.cat([h_s, *extra], dim=1))
 
 
-class BiSIC(_BiSICBase):
+class BiSIC(BiSICBase):
     """BiSIC: 12 channel slices, masked 3-D spatial context (raster autoregression)."""
 
     variant = "bisic"
 
     def __init__(self, config: BiSICConfig = BiSICConfig()) -> None:
         super().__init__(config)
-        N, K, c, hid = config.N, config.slices, config.c, config.ep_hidden
+        Y, K, c, C, hid = config.y_channels, config.slices, config.c, config.ch_channels, config.ep_hidden
         self.context_prediction_list = nn.ModuleList(MaskedConv3d(c, 2 * c) for _ in range(K))
-        self.entropy_parameters_zero_means = mlp([2 * N + 2 * c, *hid, c])
-        self.entropy_parameters_zero_scales = mlp([2 * N + 2 * c, *hid, c])
-        self.entropy_parameters_list_means = nn.ModuleList(mlp([2 * N + 10 * c, *hid, c]) for _ in range(1, K))
-        self.entropy_parameters_list_scales = nn.ModuleList(mlp([2 * N + 10 * c, *hid, c]) for _ in range(1, K))
+        self.entropy_parameters_zero_means = mlp([2 * Y + 2 * c, *hid, c])
+        self.entropy_parameters_zero_scales = mlp([2 * Y + 2 * c, *hid, c])
+        self.entropy_parameters_list_means = nn.ModuleList(mlp([2 * Y + 2 * c + C, *hid, c]) for _ in range(1, K))
+        self.entropy_parameters_list_scales = nn.ModuleList(mlp([2 * Y + 2 * c + C, *hid, c]) for _ in range(1, K))
 
     def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
         return to_views(self.context_prediction_list[k](y_ctx))
@@ -235,24 +292,26 @@ def anchor_mask(h: int, w: int, device: torch.device | None = None) -> torch.Ten
     return (r + c) % 2 == 1
 
 
-class BiSICFast(_BiSICBase):
+class BiSICFast(BiSICBase):
     """BiSIC-Fast: 6 channel slices, two-pass stereo checkerboard context."""
 
     variant = "bisic-fast"
 
     def __init__(self, config: BiSICConfig = BiSICConfig(slices=6)) -> None:
         super().__init__(config)
-        N, K, c, hid = config.N, config.slices, config.c, config.ep_hidden
+        Y, K, c, C, hid = config.y_channels, config.slices, config.c, config.ch_channels, config.ep_hidden
         self.context_prediction_CKBD_list = nn.ModuleList(
             nn.Conv3d(c, 2 * c, kernel_size=(3, 5, 5), padding=(1, 2, 2)) for _ in range(K)
         )
-        self.entropy_params_anchor_zero_means = mlp([2 * N, *hid, c])
-        self.entropy_params_anchor_zero_scales = mlp([2 * N, *hid, c])
-        self.entropy_params_nonanchor_zero_means = mlp([2 * N + 2 * c, *hid, c])
-        self.entropy_params_nonanchor_zero_scales = mlp([2 * N + 2 * c, *hid, c])
-        for kind, width in (("anchor", 2 * N + 8 * c), ("nonanchor", 2 * N + 10 * c)):
-            for stat in ("means", "scales"):
-                setattr(self, f"entropy_params_{kind}_list_{stat}", nn.ModuleList(mlp([width, *hid, c]) for _ in range(1, K)))
+        self.entropy_params_anchor_zero_means = mlp([2 * Y, *hid, c])
+        self.entropy_params_anchor_zero_scales = mlp([2 * Y, *hid, c])
+        self.entropy_params_nonanchor_zero_means = mlp([2 * Y + 2 * c, *hid, c])
+        self.entropy_params_nonanchor_zero_scales = mlp([2 * Y + 2 * c, *hid, c])
+        per_slice = lambda width: nn.ModuleList(mlp([width, *hid, c]) for _ in range(1, K))  # noqa: E731
+        self.entropy_params_anchor_list_means = per_slice(2 * Y + C)
+        self.entropy_params_anchor_list_scales = per_slice(2 * Y + C)
+        self.entropy_params_nonanchor_list_means = per_slice(2 * Y + 2 * c + C)
+        self.entropy_params_nonanchor_list_scales = per_slice(2 * Y + 2 * c + C)
 
     def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
         anchors = anchor_mask(*y_ctx.shape[-2:], device=y_ctx.device)
@@ -284,8 +343,7 @@ class BiSICFast(_BiSICBase):
         return torch.where(anchors, mu_a, mu_n), torch.where(anchors, s_a, s_n)
 
 
-MODELS: dict[str, type[_BiSICBase]] = {"bisic": BiSIC, "bisic-fast": BiSICFast}
-DEFAULT_SLICES = {"bisic": 12, "bisic-fast": 6}
+MODELS: dict[str, type[BiSICBase]] = {"bisic": BiSIC, "bisic-fast": BiSICFast}
 
 
 def official_config(variant: str) -> BiSICConfig:
@@ -293,7 +351,7 @@ def official_config(variant: str) -> BiSICConfig:
     return BiSICConfig(slices=DEFAULT_SLICES[variant])
 
 
-def build_model(variant: str, config: BiSICConfig | None = None) -> _BiSICBase:
+def build_model(variant: str, config: BiSICConfig | None = None) -> BiSICBase:
     if variant not in MODELS:
         raise ValueError(f"unknown variant {variant!r} (choose from {', '.join(VARIANTS)})")
     return MODELS[variant](config or official_config(variant))

@@ -22,7 +22,10 @@ import constriction
 import numpy as np
 import torch
 
-SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
+from ..errors import StereoCodecError
+from ..nn.entropy_models import SCALE_BOUND
+
+SCALE_MIN, SCALE_MAX, SCALE_LEVELS = SCALE_BOUND, 256.0, 64  # the likelihood's scale floor is the table's first entry
 SCALE_TABLE = np.exp(np.linspace(np.log(SCALE_MIN), np.log(SCALE_MAX), SCALE_LEVELS))
 _LOG_STEP = (np.log(SCALE_MAX) - np.log(SCALE_MIN)) / (SCALE_LEVELS - 1)
 GAUSSIAN_BOUND = 1 << 12  # |symbol| >= this is escaped
@@ -35,7 +38,7 @@ _CATEGORICAL = _model.Categorical(perfect=False)
 _CHUNK = _model.Uniform(1 << 16)
 
 
-class CodingError(ValueError):
+class CodingError(StereoCodecError):
     """The bitstream cannot be decoded with these weights; one-line message."""
 
 

@@ -25,6 +25,25 @@ CONSTANT_BOUNDS = ("bound", "scale_bound")
 DERIVED_BUFFERS = ("_quantized_cdf", "_offset", "_cdf_length", "scale_table", *CONSTANT_BOUNDS)
 
 
+class _LowerBoundFunction(torch.autograd.Function):
+    """max(x, bound) whose gradient also flows below the bound when it pushes x upwards.
+
+    A plain max passes no gradient below the bound, so a predicted scale stuck under 0.11 would
+    never learn to rise; compressai's lower bound lets such gradients through, and so does this.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, bound: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, bound)
+        return torch.max(x, bound)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, bound = ctx.saved_tensors
+        passes = (x >= bound) | (grad < 0)
+        return passes.to(grad.dtype) * grad, None
+
+
 class LowerBound(nn.Module):
     """Holds a `bound` buffer, as compressai's LowerBound does, and applies max(x, bound)."""
 
@@ -33,7 +52,7 @@ class LowerBound(nn.Module):
         self.register_buffer("bound", torch.tensor([float(bound)]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.max(x, self.bound)
+        return _LowerBoundFunction.apply(x, self.bound.to(x.dtype))
 
 
 def full_precision(x: torch.Tensor) -> torch.autocast:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .image_io import InputError, View, atomic_write, check_output, to_view
+from ..errors import first_line
+from .images import InputError, View, to_view
 
 MPO_EXTS = frozenset({".mpo"})
 
@@ -43,8 +44,7 @@ def read_mpo(path: str | Path) -> tuple[View, View]:
     except IsADirectoryError:
         raise InputError(f"{path}: is a directory, not an image") from None
     except (UnidentifiedImageError, OSError, EOFError, Image.DecompressionBombError, SyntaxError) as e:
-        detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not a readable MPO file ({detail})") from None
+        raise InputError(f"{path}: not a readable MPO file ({first_line(e)})") from None
 
 
 def split_sbs(view: View, cross: bool = False, label: str = "side-by-side image") -> tuple[View, View]:
@@ -59,17 +59,3 @@ def split_sbs(view: View, cross: bool = False, label: str = "side-by-side image"
     left, right = (second, first) if cross else (first, second)
     return View(left, view.mode, view.notices), View(right, view.mode)
 
-
-def join_sbs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """One parallel side-by-side image (left | right) from two views of the same shape."""
-    if left.shape != right.shape:
-        raise ValueError(f"left {left.shape} and right {right.shape} differ in shape")
-    return np.concatenate([left, right], axis=1)
-
-
-def write_mpo(path: Path, left_img: Image.Image, right_img: Image.Image, force: bool = False, quality: int = 95) -> None:
-    """Write a two-frame MPO (JPEG frames, 4:4:4) atomically, refusing to overwrite without `force`."""
-    check_output(path, force)
-    left, right = (img.convert("RGB") for img in (left_img, right_img))
-    options = {"quality": quality, "subsampling": 0}
-    atomic_write(path, lambda f: left.save(f, "MPO", save_all=True, append_images=[right], **options))

@@ -1,0 +1,234 @@
+"""The coding commands (encode, decode, info, estimate): argument parsing and presentation only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from .common import (
+    DEFAULT_VARIANT, DEVICE_CHOICE, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out,
+    resolve_device, size_targets, working,
+)
+
+
+@click.command()
+@click.argument("left", type=click.Path(path_type=Path))
+@click.argument("right", type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
+              help=f"Release .pth(.tar) or .safetensors file (default: the shipped weights; env {ENV_WEIGHTS}).")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help="Network variant (read from the weights when unambiguous).")
+@click.option("--quality", type=QUALITY_TYPE, default=None,
+              help="Quality 0.0-5.0 for variable-rate weights (as encode -q; default 3); release checkpoints have only 0.")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def estimate(left: Path, right: Path, weights: Path, variant: str | None, quality: int | None, device: str, as_json: bool) -> None:
+    """The release's evaluation: estimated bpp (no bitstream), PSNR and MS-SSIM per view."""
+    from ..eval.estimate import estimate_pair
+    from ..io.images import check_pair, read_view
+
+    lv, rv = read_view(left, "left"), read_view(right, "right")
+    check_pair(lv, rv)
+    for n in lv.notices + rv.notices:
+        notice(n)
+    from ..codec import resolve_quality
+
+    loaded = _weights(weights, variant, device)
+    report = estimate_pair(loaded.model, lv.pixels, rv.pixels, resolve_quality(loaded.model, quality)[1])
+    report["weights"] = loaded.name
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    table = Table(title=f"{report['variant']} estimate, {report['width']}x{report['height']} per view ({loaded.name})")
+    for col in ("view", "bpp (estimated)", "PSNR dB", "MS-SSIM"):
+        table.add_column(col, justify="right")
+    for name in ("left", "right", ""):
+        sfx = f"_{name}" if name else ""
+        table.add_row(name or "pair", f"{report['bpp' + sfx]:.4f}", f"{report['psnr' + sfx]:.3f}", f"{report['ms_ssim' + sfx]:.5f}")
+    out.print(table)
+
+
+def _weights(path: Path | None, variant: str | None, device: str, fingerprint: bytes | None = None):
+    """--weights if given; else the stored weights that wrote a file (`fingerprint`), or the default."""
+    from ..store import load_default, load_for
+    from ..weights import load_weights
+
+    if path is not None:
+        return load_weights(path, variant, resolve_device(device))
+    if fingerprint is not None:
+        return load_for(variant or DEFAULT_VARIANT, fingerprint, resolve_device(device))
+    return load_default(variant or DEFAULT_VARIANT, resolve_device(device))
+
+
+def _read_sbic(path: Path) -> bytes:
+    """A .sbic file's bytes; `-` reads standard input."""
+    from ..io.images import InputError
+
+    try:
+        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+
+
+@click.command()
+@click.argument("left", type=click.Path(path_type=Path))
+@click.argument("right", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="The .sbic file to write; a folder gets LEFT's name; - writes to standard output.")
+@click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant (default {DEFAULT_VARIANT}).")
+@click.option("--quality", "-q", type=QUALITY_TYPE, default=None, metavar="Q", help=QUALITY_HELP)
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
+              help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP)
+@click.option("--psnr", "psnr_opt", type=float, is_flag=False, flag_value=0.0, default=None, metavar="[DB]",
+              help="Alone: also reconstruct and report PSNR (one more synthesis pass). With DB: choose the lowest "
+              "quality whose PSNR (mean of the two views) is at least DB.")
+@size_targets
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def encode(left: Path, right: Path, output: Path, variant, quality, weights, device, force, max_pixels, psnr_opt, size, bpp,
+           as_json) -> None:
+    """Compress a stereo pair into one .sbic file, at a quality or at a target size, bpp or PSNR.
+
+    Targets are met by bisection over the quality scale on real encodes (about 8-12 of them).
+    """
+    import time
+
+    from ..codec import Codec
+    from ..io.images import InputError, check_output, check_pair, read_view, write_bytes
+    from ..eval.metrics import psnr
+    from ..io.outputs import encode_output, is_stdio
+    from ..rate_control import Target, encode_to_target
+
+    target = Target.from_options(size, bpp, psnr_opt or None)
+    if target is not None and quality is not None:
+        raise InputError("give either --quality or a target (--size, --bpp, --psnr DB)")
+    with_psnr = psnr_opt is not None
+    output, note = encode_output(output, left, right)
+    if note:
+        notice(note)
+    if not is_stdio(output):
+        check_output(output, force)
+    lv, rv = read_view(left, "left"), read_view(right, "right")
+    check_pair(lv, rv)
+    for n in lv.notices + rv.notices:
+        notice(n)
+    codec = Codec(_weights(weights, variant, device), max_pixels)
+    codec.check_size(*lv.pixels.shape[:2])  # refuse before the progress line and before any network runs
+    t0 = time.perf_counter()
+    with working(f"encoding {left.name} + {right.name}", lv.pixels.shape):
+        if target is None:
+            enc = codec.encode(lv, rv, quality, reconstruct=with_psnr)
+        else:
+            reached = encode_to_target(codec, lv, rv, target)
+            enc = reached.encoded
+            if with_psnr and enc.left is None:  # a size search skips the synthesis; the same file once more with it
+                enc = codec.encode(lv, rv, reached.quality, reconstruct=True)
+    seconds = time.perf_counter() - t0
+    if is_stdio(output):
+        sys.stdout.buffer.write(enc.data)
+        sys.stdout.buffer.flush()
+    else:
+        write_bytes(output, enc.data, force)
+    h, w = lv.pixels.shape[:2]
+    summary = {
+        "output": str(output), "bytes": len(enc.data), "bpp": 8 * len(enc.data) / (2 * h * w),
+        "quality": enc.container.quality_value, "variant": enc.container.variant, "width": w, "height": h,
+        "seconds": seconds,
+    }
+    if target is not None:
+        summary |= {"target": {"kind": target.kind, "value": target.value}, "encodes": reached.encodes}
+    if with_psnr:
+        summary |= {"psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right)}
+    if as_json:
+        click.echo(json.dumps(summary), err=is_stdio(output))
+        return
+    shown = err if is_stdio(output) else out
+    if target is not None:
+        reached_text = {"size": f"{len(enc.data):,} bytes", "bpp": f"{summary['bpp']:.4f} bpp", "psnr": f"{(summary.get('psnr_left', 0) + summary.get('psnr_right', 0)) / 2:.2f} dB"}
+        shown.print(f"target {target.describe()}: reached {reached_text[target.kind]} at quality {enc.container.quality_value:g} "
+               f"({reached.encodes} encodes)" + (f"; {reached.note}" if reached.note else ""), highlight=False)
+    quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
+    shown.print(
+        f"{output}: {len(enc.data):,} bytes, {summary['bpp']:.4f} bpp{quality_text}, "
+        f"{enc.container.variant} q{enc.container.quality_value:g}, {seconds:.1f} s",
+        highlight=False,
+    )
+
+
+@click.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "prefix", type=click.Path(path_type=Path), default=None,
+              help="Prefix: writes PREFIX_left.png and PREFIX_right.png (default: next to INPUT); a folder: inside it.")
+@click.option("--left", "left_out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the left view here (with --right; instead of -o).")
+@click.option("--right", "right_out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the right view here (with --left).")
+@click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
+              help=f"Weights file (default: the shipped weights that wrote INPUT, found by fingerprint; env {ENV_WEIGHTS}).")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite existing outputs.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP)
+def decode(input: Path, prefix, left_out, right_out, weights, device, force, max_pixels) -> None:
+    """Decode a .sbic file (- reads standard input) back to its two views (original size and pixel mode)."""
+    from ..codec import Codec
+    from ..container import Container
+    from ..io.images import check_output, restore_mode
+    from ..io.outputs import decode_outputs, write_images_together
+
+    left_out, right_out = decode_outputs(input, prefix, left_out, right_out)
+    for path in (left_out, right_out):
+        check_output(path, force)
+    data = _read_sbic(input)
+    header = Container.from_bytes(data)
+    codec = Codec(_weights(weights, header.variant, device, header.weights_fingerprint), max_pixels)
+    codec.check_decodable(header)  # refuse before the progress line and before any network runs
+    with working(f"decoding {input.name}", (header.views[0].height, header.views[0].width)):
+        dec = codec.decode(data)
+    for path in (left_out, right_out):
+        check_output(path, force)  # again: one may have appeared while decoding
+    write_images_together([(left_out, restore_mode(dec.left, header.views[0].mode)),
+                           (right_out, restore_mode(dec.right, header.views[1].mode))])
+    out.print(f"wrote {left_out} and {right_out} ({header.views[0].width}x{header.views[0].height})", highlight=False)
+
+
+@click.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def info(input: Path, as_json: bool) -> None:
+    """Show a .sbic file's header and streams (no weights needed)."""
+    from ..container import Container
+
+    data = _read_sbic(input)
+    c = Container.from_bytes(data)
+    h, w = c.views[0].height, c.views[0].width
+    pixels = 2 * h * w
+    report = {
+        "file": str(input), "bytes": len(data), "bpp": 8 * len(data) / pixels, "variant": c.variant,
+        "quality": c.quality_value, "format_version": c.version, "weights": c.weights_name, "weights_fingerprint": c.weights_fingerprint.hex(),
+        "coder": c.coder, "width": w, "height": h,
+        "modes": [v.mode for v in c.views], "padded": [c.padded_height, c.padded_width],
+        "header_bytes": c.header_size(), "symbols_checksum": f"{c.symbols_checksum:08x}",
+        "streams": [{"name": s.name, "bytes": len(s.data), "bpp": 8 * len(s.data) / pixels} for s in c.streams],
+    }
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    table = Table(title=f"{input} — .sbic v{c.version}, {c.variant} q{c.quality_value:g}, {w}x{h} x 2 views ({', '.join(report['modes'])})")
+    table.add_column("part")
+    table.add_column("bytes", justify="right")
+    table.add_column("bits/pixel", justify="right")
+    table.add_row("header", str(report["header_bytes"]), f"{8 * report['header_bytes'] / pixels:.4f}")
+    for s in report["streams"]:
+        table.add_row(f"stream {s['name']}", str(s["bytes"]), f"{s['bpp']:.4f}")
+    table.add_row("total", str(len(data)), f"{report['bpp']:.4f}", style="bold")
+    out.print(table)
+    out.print(f"weights: {c.weights_name} ({c.weights_fingerprint.hex()[:16]}), coder: {c.coder}", highlight=False)

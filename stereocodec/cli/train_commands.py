@@ -1,0 +1,92 @@
+"""The training commands (train, export): argument parsing and presentation only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..nn.presets import DEFAULT_PRESET, FREEZE_CHOICES, PRESETS
+from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve_device
+
+
+@click.command()
+@click.option("--variant", type=VARIANT_CHOICE, default=DEFAULT_VARIANT, show_default=True)
+@click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+              help="Network sizes (stereocodec.train.loop.PRESETS): wide = 192 latent channels per view.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder; an existing checkpoint there is resumed.")
+@click.option("--photos", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of single photos (synthetic stereo pairs).")
+@click.option("--stereo", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of real stereo pairs (InStereo2K, KITTI, Cityscapes, Middlebury, left/+right/).")
+@click.option("--steps", type=int, default=100_000, show_default=True)
+@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--crop", type=int, default=256, show_default=True, help="Square crop size, a multiple of 64.")
+@click.option("--lr", type=float, default=1e-4, show_default=True)
+@click.option("--aux-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the hyperprior's quantiles.")
+@click.option("--warmup", type=int, default=300, show_default=True, help="Steps of linear lr warm-up (also after --init-from).")
+@click.option("--bf16", is_flag=True, help="Mixed precision (bfloat16 transforms, float32 likelihoods): 1.3-1.5x faster "
+              "per step on a CPU with AMX (benchmarks/bench_train_step.py); may be slower without bfloat16 support.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--device", type=DEVICE_CHOICE, default="auto", show_default=True)
+@click.option("--checkpoint-every", type=int, default=100, show_default=True)
+@click.option("--val-every", type=int, default=500, show_default=True)
+@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Warm start a new run from a run's checkpoint or a .safetensors weights file (tensors of equal name and shape).")
+@click.option("--freeze", type=click.Choice(list(FREEZE_CHOICES)), default="none", show_default=True,
+              help="shared: keep the transforms, hyperprior and gains fixed and train only the variant's own entropy "
+                   "model (BiSIC on BiSIC-Fast's transforms, with --init-from).")
+@click.option("--ema-decay", type=float, default=0.999, show_default=True,
+              help="Decay of the weights' moving average, which validation uses and export writes.")
+def train(**opts) -> None:
+    """Train a variable-rate network (six quality levels); resumes from OUT/checkpoint.pt."""
+    import torch
+
+    from ..train.loop import TrainConfig
+    from ..train.loop import train as run
+
+    from ..io.images import InputError
+
+    if opts["crop"] % 64:
+        raise InputError("--crop must be a multiple of 64")
+    threads = opts.pop("threads")
+    if threads:
+        torch.set_num_threads(threads)
+    opts["device"] = resolve_device(opts["device"])
+    for key in ("photos", "stereo"):
+        opts[key] = list(opts[key])
+    cfg = TrainConfig(**{k.replace("-", "_"): v for k, v in opts.items()})
+    run(cfg, log=lambda line: out.print(line, highlight=False))
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--name", default=None, help="Label stored in the weights and in every .sbic made with them.")
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT.")
+def export(checkpoint: Path, output: Path, name: str | None, force: bool) -> None:
+    """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
+    from ..io.images import check_output
+    from ..io.outputs import refuse_inputs
+    from ..train.loop import export_weights
+
+    refuse_inputs((output,), (checkpoint,))
+    check_output(output, force)
+    meta = export_weights(checkpoint, output, name)
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): {meta['name']}")
+
+
+@click.command("ship-weights")
+@click.argument("weights", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--store", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="The weights_store folder of a source checkout (default: the one this package runs from).")
+@click.option("--not-default", is_flag=True, help="Keep the current default for encoding; only add the version.")
+def ship_weights(weights: Path, store: Path | None, not_default: bool) -> None:
+    """For maintainers: add exported weights to the store as a new version; earlier versions stay."""
+    from ..store import add_version
+
+    entry = add_version(weights, store, default=not not_default)
+    role = "the new default" if entry.default else "an extra version"
+    out.print(f"added {entry.file} ({entry.name}, {entry.fingerprint[:12]}) as {role}; "
+              "run tests/data/store/make_fixtures.py and commit both", highlight=False)

@@ -1,0 +1,1 @@
+"""Latent coding: spatial orders over the networks' probability models, range coding, symbol checksum."""

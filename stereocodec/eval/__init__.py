@@ -1,0 +1,1 @@
+"""Evaluation tooling: metrics, BD-rate, baseline codecs, rate-distortion reports."""

@@ -1,0 +1,1 @@
+"""Images in and out: reading views, stereo photo formats (MPO, side-by-side), finding pairs."""

@@ -1,0 +1,1 @@
+"""Networks: layers, entropy models and the BiSIC / BiSIC-Fast architectures (torch only)."""

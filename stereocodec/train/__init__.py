@@ -1,0 +1,1 @@
+"""Training tooling: data sets of stereo pairs and the training loop."""
