@@ -20,8 +20,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from stereocodec.nn.models import BiSICConfig, build_model
 from stereocodec.nn.presets import LAMBDAS
+from stereocodec.train.loop import averaged_model, load_checkpoint
 from stereocodec.weights import load_weights
 
 PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stereo"
@@ -30,15 +30,7 @@ PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stereo
 def load(path: Path) -> torch.nn.Module:
     if path.suffix == ".safetensors":
         return load_weights(path).model
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    config = BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()})
-    model = build_model(state["variant"], config)
-    model.load_state_dict(state["model"])
-    if state.get("average"):
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(state["average"]["params"][name])
-    return model.eval()
+    return averaged_model(load_checkpoint(path))
 
 
 def crops(size: int = 256) -> torch.Tensor:

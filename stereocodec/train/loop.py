@@ -329,8 +329,7 @@ def rd_gradients(net: nn.Module, model: BiSICBase, x: torch.Tensor, q: torch.Ten
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = net(x, q)
     stats = rd_loss(out | {"x_hat": out["x_hat"].float()}, x, lambdas)
-    for p in model.parameters():
-        p.grad = None
+    model.zero_grad(set_to_none=True)
     stats["loss"].backward()
     return stats
 
@@ -357,8 +356,7 @@ def compare_precisions(model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambd
         rd_gradients(model, model, x, q, lambdas, bf16)
         grads[bf16] = {n: p.grad.detach().float().clone() for n, p in model.named_parameters() if p.grad is not None}
     torch.set_rng_state(rng)
-    for p in model.parameters():
-        p.grad = None
+    model.zero_grad(set_to_none=True)
     worst, worst_name = 1.0, ""
     for name, g32 in grads[False].items():
         g16 = grads[True][name]
@@ -489,16 +487,23 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     return ckpt_path
 
 
+def averaged_model(state: dict) -> BiSICBase:
+    """The network a training checkpoint describes, with its moving-average weights where it has them
+    (what export writes and what validation measures), not the last step's noisy ones."""
+    config = BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()})
+    model = build_model(state["variant"], config)
+    model.load_state_dict(state["model"])
+    if state.get("average"):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(state["average"]["params"][name])
+    return model.eval()
+
+
 def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: dict | None = None) -> dict:
     """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
     state = load_checkpoint(checkpoint)
-    model = build_model(state["variant"], BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                                         for k, v in state["model_config"].items()}))
-    model.load_state_dict(state["model"])
-    if state.get("average"):  # export the moving average, not the last step's noisy weights
-        with torch.no_grad():
-            for tensor_name, p in model.named_parameters():
-                p.copy_(state["average"]["params"][tensor_name])
+    model = averaged_model(state)
     tc = state["train_config"]
     steps = steps_seen(state)
     meta = {
