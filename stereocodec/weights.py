@@ -143,6 +143,8 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
     if slices < 2 or Y % slices:
         raise WeightsError(f"checkpoint has {slices} context slices, which does not fit a {variant} network of {Y} latent channels")
     C = _shape(sd, "chan_SAM.rb1.conv1.weight")
+    latent = 0 if Y == N else Y
+    default_context = BiSICConfig(N=N, slices=slices, latent=latent).ch_channels
     return BiSICConfig(
         N=N,
         M=_shape(sd, "hyperprior.hyper_encoder.0.weight"),
@@ -151,8 +153,8 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
         lrp_hidden=hidden("LRP_Transform_zero"),
         cc_hidden=hidden("channel_context_prediction_list.0"),
         qualities=int(sd["gain"].shape[0]) if "gain" in sd else 0,
-        latent=0 if Y == N else Y,
-        context=0 if C == 8 * (Y // slices) else C,
+        latent=latent,
+        context=0 if C == default_context else C,
     )
 
 

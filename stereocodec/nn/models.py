@@ -25,9 +25,10 @@ class BiSICConfig:
     N is the width of the image transforms, M that of the hyper-latent z, and `latent` the
     channels of y per view: the release ties y to N; our presets widen y (the rate-distortion
     ceiling) without paying for wide full-resolution transforms. 0 means "as the release" (N).
-    With `latent` set, the second mutual attention of each transform runs at width N at 1/8
-    resolution, between the last two strided convolutions (see `BiSICBase.analysis`), instead
-    of at y's width: at 192 channels each of those blocks would hold 6.2 M parameters.
+    The mutual attention on y (and on y_hat) keeps width N: it acts on every (latent / N)-th
+    channel of y and the others pass by (see `BiSICBase.attend_latent`). At 192 channels each
+    of those blocks would hold 6.2 M parameters; and the strided choice keeps a narrow trained
+    network embedded in a wide one (`stereocodec.train.grow`), for either variant's slicing.
     """
 
     N: int = 192
@@ -46,8 +47,9 @@ class BiSICConfig:
 
     @property
     def ch_channels(self) -> int:
-        """Width of the channel context (and of `chan_SAM`, whose cost grows with its square)."""
-        return self.context or 8 * self.c
+        """Width of the channel context (and of `chan_SAM`, whose cost grows with its square):
+        8 c in the release; a widened y keeps the width an N-channel y would have."""
+        return self.context or 8 * (self.N if self.latent else self.y_channels) // self.slices
 
     @property
     def c(self) -> int:
@@ -126,8 +128,8 @@ class BiSICBase(nn.Module):
         super().__init__()
         self.config = config
         N, Y, K, c, C = config.N, config.y_channels, config.slices, config.c, config.ch_channels
-        if Y % K:
-            raise ValueError(f"{Y} latent channels do not split into {K} slices")
+        if Y % K or Y % N:
+            raise ValueError(f"{Y} latent channels do not split into {K} slices or into groups of {N} channels")
         gelu = nn.GELU
         self.Conv3DEncoder_A = nn.Sequential(conv3d(3, N), gelu(), conv3d(N, N))
         self.En_Transfer_A = MutualAttention(N)
@@ -151,19 +153,26 @@ class BiSICBase(nn.Module):
             self.inv_gain = nn.Parameter(torch.ones(config.qualities, Y))
 
     # --- transforms -------------------------------------------------------------------
+    def attend_latent(self, block: MutualAttention, y: torch.Tensor) -> torch.Tensor:
+        """Apply a width-N stereo attention block to every (Y / N)-th channel of y (B, Y, 2, h, w).
+
+        In the release Y = N, so this is the block applied to all of y.
+        """
+        stride = self.config.y_channels // self.config.N
+        if stride == 1:
+            return block.forward_stacked(y)
+        b, _, v, h, w = y.shape
+        groups = y.reshape(b, self.config.N, stride, v, h, w)
+        attended = block.forward_stacked(groups[:, :, 0])
+        return torch.cat([attended[:, :, None], groups[:, :, 1:]], dim=2).reshape(y.shape)
+
     def analysis(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, 2, H, W) images in [0, 1] -> y (B, Y, 2, H/16, W/16)."""
         h = self.En_Transfer_A.forward_stacked(self.Conv3DEncoder_A(x))
-        if not self.config.latent:  # the release: attention on y
-            return self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B(h))
-        h = self.En_Transfer_B.forward_stacked(self.Conv3DEncoder_B[:2](h))  # at 1/8, width N
-        return self.Conv3DEncoder_B[2](h)
+        return self.attend_latent(self.En_Transfer_B, self.Conv3DEncoder_B(h))
 
     def synthesis(self, y_hat: torch.Tensor) -> torch.Tensor:
-        if not self.config.latent:  # the release: attention on y_hat
-            h = self.Conv3DDecoder_A(self.De_Transfer_A.forward_stacked(y_hat))
-        else:
-            h = self.Conv3DDecoder_A[2](self.De_Transfer_A.forward_stacked(self.Conv3DDecoder_A[:2](y_hat)))
+        h = self.Conv3DDecoder_A(self.attend_latent(self.De_Transfer_A, y_hat))
         return self.Conv3DDecoder_B(self.De_Transfer_B.forward_stacked(h))
 
     def _gain(self, name: str, quality: torch.Tensor | float | None, ref: torch.Tensor) -> torch.Tensor | None:

@@ -17,16 +17,15 @@ DEFAULT_QUALITY = 3
 
 # Presets: keyword arguments of `BiSICConfig`. `official` is the release at N = M = 192 (one
 # network per lambda there); ours add the six quality levels. `wide` carries the release's 192
-# latent channels per view with transforms sized for a few CPU cores (weights/README.md has the
-# measurements behind it); `small` (48 latent channels, PSNR capped near 30 dB) is what shipped
-# first; the `tiny` ones are for tests.
+# latent channels per view with `small`'s transforms and hidden widths, so that the trained
+# `small` network grows into it without changing what it computes (`stereocodec.train.grow`;
+# weights/README.md has the measurements behind it); `small` (48 latent channels, PSNR capped
+# near 30 dB) is what shipped first; the `tiny` ones are for tests.
+_SMALL_WIDTHS = dict(N=48, M=48, ep_hidden=(192, 128, 64), lrp_hidden=(192, 128, 64), cc_hidden=(128, 96, 64))
 PRESETS: dict[str, dict] = {
     "official": {},
-    "wide": dict(N=48, M=64, latent=192, context=64, ep_hidden=(128, 96, 64), lrp_hidden=(128, 96, 64),
-                 cc_hidden=(96, 64, 64)),
-    "wide-n64": dict(N=64, M=64, latent=192, context=64, ep_hidden=(128, 96, 64), lrp_hidden=(128, 96, 64),
-                     cc_hidden=(96, 64, 64)),
-    "small": dict(N=48, M=48, ep_hidden=(192, 128, 64), lrp_hidden=(192, 128, 64), cc_hidden=(128, 96, 64)),
+    "wide": dict(_SMALL_WIDTHS, latent=192),
+    "small": _SMALL_WIDTHS,
     "tiny": dict(N=48, M=48, ep_hidden=(16, 16, 16), lrp_hidden=(16, 16, 16), cc_hidden=(16, 16, 16)),
     "tiny-wide": dict(N=16, M=16, latent=48, context=16, ep_hidden=(16, 16, 16), lrp_hidden=(16, 16, 16),
                       cc_hidden=(16, 16, 16)),

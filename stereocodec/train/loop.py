@@ -32,6 +32,7 @@ from ..nn.models import BiSICBase, BiSICConfig, build_model
 from ..nn.presets import DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PRESETS, SHARED_PREFIXES
 from ..weights import load_weights, save_weights
 from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
+from .grow import can_grow, grow
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -259,17 +260,22 @@ def spread_gains(model: BiSICBase) -> None:
 
 
 def warm_start(model: BiSICBase, source: Path) -> tuple[str, int]:
-    """Copy every tensor whose name and shape match from a training checkpoint (e.g. the other
-    variant's) or from shipped .safetensors weights (training goes on from them; optimiser
-    state and step start afresh). Returns a log line and the training steps the source had seen."""
+    """Start from a training checkpoint (its moving average) or from shipped .safetensors weights;
+    optimiser state and step start afresh. A narrower network of the same variant is grown into
+    this one without changing what it computes (`grow`); another variant (BiSIC from BiSIC-Fast)
+    gives every tensor whose name and shape match. Returns a log line and the source's steps."""
     if source.suffix == ".safetensors":
         loaded = load_weights(source)
-        theirs, steps = loaded.model.state_dict(), int(loaded.metadata.get("training_steps", 0))
+        theirs, steps = loaded.model.float(), int(loaded.metadata.get("training_steps", 0))
     else:
         state = load_checkpoint(source)
-        theirs, steps = state["model"], steps_seen(state)
+        theirs, steps = averaged_model(state), steps_seen(state)
     mine = model.state_dict()
-    shared = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if type(theirs) is type(model) and theirs.config != model.config and can_grow(theirs.config, model.config):
+        carried = grow(theirs, model)
+        return (f"warm start from {source} ({steps} steps): grown from {theirs.config.y_channels} to "
+                f"{model.config.y_channels} latent channels, {carried} of {len(mine)} tensors carried"), steps
+    shared = {k: v for k, v in theirs.state_dict().items() if k in mine and mine[k].shape == v.shape}
     model.load_state_dict(shared, strict=False)
     return f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors", steps
 
@@ -361,7 +367,7 @@ def compare_precisions(model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambd
     for name, g32 in grads[False].items():
         g16 = grads[True][name]
         if not torch.isfinite(g16).all():
-            return False, f"bfloat16 gradient of {name} is not finite"
+            return False, f"bfloat16 gradients do not match float32 (the gradient of {name} is not finite)"
         if g32.norm() == 0:
             continue
         cosine = float(torch.nn.functional.cosine_similarity(g32.flatten(), g16.flatten(), dim=0))
