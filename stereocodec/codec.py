@@ -147,7 +147,10 @@ class Codec:
             raise ContainerError(f"file was coded by {container.coder}; this stereo-codec uses {CODER}")
 
     def decode(self, data: bytes) -> Decoded:
-        container = Container.from_bytes(data)
+        return self.decode_container(Container.from_bytes(data))
+
+    def decode_container(self, container: Container) -> Decoded:
+        """Decode an already parsed file (the CLI parses it once, to pick weights and refuse early)."""
         q = self.check_decodable(container)
         x_hat = self.latents.decompress(
             {s.name: s.data for s in container.streams},

@@ -192,7 +192,7 @@ def decode(input: Path, prefix, left_out, right_out, weights, device, force, max
     codec = Codec(_weights(weights, header.variant, device, header.weights_fingerprint), max_pixels)
     codec.check_decodable(header)  # refuse before the progress line and before any network runs
     with working(f"decoding {input.name}", (header.views[0].height, header.views[0].width)):
-        dec = codec.decode(data)
+        dec = codec.decode_container(header)
     for path in (left_out, right_out):
         check_output(path, force)  # again: one may have appeared while decoding
     write_images_together([(left_out, restore_mode(dec.left, header.views[0].mode)),
