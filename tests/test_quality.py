@@ -17,6 +17,7 @@ from PIL import Image
 from conftest import assert_clean_error, need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.container import Container, ContainerError
+from stereocodec.eval.baselines import ALL_CODECS
 from stereocodec.io.images import View, read_view
 from stereocodec.rate_control import SIZE_WINDOW, Target, TargetError, encode_to_target, pair_psnr
 from stereocodec.store import load_default
@@ -203,10 +204,47 @@ def test_cli_batch_bpp_target(tmp_path, pair_files) -> None:
     assert proc.returncode == 1 and "out of reach" in proc.stdout
 
 
+@pytest.mark.parametrize("option,value", [("--bpp", 0.5), ("--psnr", 30.0)])
+def test_cli_report_at_a_target(tmp_path, pair_files, option: str, value: float) -> None:
+    """sbic meets the target on the real file; jpeg is read off its own settings at sbic's bpp (or PSNR)."""
+    out = tmp_path / "rd.json"
+    proc = run_cli("report", pair_files[0].parent, "--codecs", "sbic,jpeg", "--qualities", "jpeg=5,10,30,50,70,90",
+                   option, str(value), "--json", out, env={"OMP_NUM_THREADS": "1"}, check=True)  # fmt: skip
+    data = json.loads(out.read_text())
+    assert data["target"] == {"kind": option[2:], "value": value} and data["anchor"] == "jpeg"
+    (row,) = data["target_rows"]
+    if row["sbic"] is None:  # a target the shipped weights cannot meet on this crop: said, and the report went on
+        assert "out of reach" in row["note"] and "out of reach" in proc.stderr
+        return
+    sbic, jpeg = row["sbic"], row["baselines"]["jpeg"]
+    assert sbic["bytes"] * 8 / (2 * 96 * 96) == pytest.approx(sbic["bpp"]) and 0 < sbic["quality"] < 5
+    column = "sbic − codec dB" if option == "--bpp" else "sbic bits %"
+    assert f"sbic at {value:g} {'bpp' if option == '--bpp' else 'dB'} per pair" in proc.stdout and column in proc.stdout
+    if option == "--bpp":
+        assert value * (1 - SIZE_WINDOW) <= sbic["bpp"] <= value
+        assert jpeg["bpp"] == pytest.approx(sbic["bpp"]) and data["target_gaps"]["jpeg"]["psnr_db"] == pytest.approx(sbic["psnr"] - jpeg["psnr"])
+    else:
+        assert sbic["psnr"] >= value
+        assert jpeg["psnr"] == pytest.approx(sbic["psnr"]) and data["target_gaps"]["jpeg"]["bpp_percent"] == pytest.approx(
+            100 * (sbic["bpp"] / jpeg["bpp"] - 1))
+    assert jpeg["between"][0] <= jpeg["between"][1] and data["curves"].keys() == {"jpeg"}
+
+
+def test_cli_report_target_errors(tmp_path, pair_files) -> None:
+    for args in (["--size", "1000", "--psnr", "30"], ["--bpp", "0.5", "--codecs", "jpeg"], ["--psnr", "0"],
+                 ["--bpp", "0.5", "--qualities", "sbic=1"]):  # fmt: skip
+        proc = run_cli("report", pair_files[0].parent, *args, "--json", tmp_path / "rd.json")
+        assert_clean_error(proc)
+        assert proc.returncode == 1 and not (tmp_path / "rd.json").exists(), args
+
+
 def test_help_states_ranges_and_does_not_load_torch() -> None:
     proc = run_cli("encode", "--help", check=True)
     assert "0.0-5.0" in proc.stdout and "--size" in proc.stdout
     assert "default 3" in run_cli("batch", "--help", check=True).stdout
+    report = run_cli("report", "--help", check=True).stdout
+    assert all(text in report for text in ("--bpp", "--psnr", "sbic − codec dB", "warm-up", "standard error"))
+    assert f"all:{','.join(ALL_CODECS)})" in report.replace("\n", "").replace(" ", "")  # the --codecs default, written out
     loaded = subprocess.run([sys.executable, "-c", "import sys, stereocodec.cli; print('torch' in sys.modules)"],
                             capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "False"

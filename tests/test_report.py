@@ -13,9 +13,14 @@ from PIL import Image
 from rich.console import Console
 
 from conftest import need_shared, run_cli
+from stereocodec.cli.batch_commands import bd_table, rd_table
 from stereocodec.eval import baselines
-from stereocodec.eval.report import CurvePoint, bd_rates, bd_table, parse_qualities, plan_report, rd_table, run_report, versus
+from stereocodec.eval.report import (
+    CurvePoint, RDPoint, TargetRow, bd_rates, default_anchor, interpolate, parse_qualities, plan_report, run_report, target_gaps,
+    versus,
+)  # fmt: skip
 from stereocodec.io.images import InputError
+from stereocodec.rate_control import Target
 from test_batch import ONE_THREAD, one_thread, tree, weights_file  # noqa: F401 (fixtures)
 
 
@@ -120,3 +125,55 @@ def test_report_user_errors(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no stereo pairs"):
         plan_report(tmp_path / "empty", ["jpeg"], anchor="jpeg")
+
+
+def test_the_default_anchor_is_one_of_the_codecs_asked_for(tmp_path: Path) -> None:
+    """`--codecs sbic,jpeg,webp` codes no HEVC: the anchor is jpeg; only an explicit --anchor adds a codec, with a note."""
+    root = tree(tmp_path / "in", ["a"])
+    assert default_anchor(["sbic", "jpeg", "webp"]) == "jpeg" and default_anchor(["sbic", "webp", "hevc"]) == "hevc"
+    assert default_anchor(["sbic"]) == "sbic"
+    plan = plan_report(root, ["jpeg", "webp"])
+    assert plan.anchor == "jpeg" and list(plan.codecs) == ["jpeg", "webp"] and plan.notes == []
+    plan = plan_report(root, ["webp"], anchor="jpeg")
+    assert list(plan.codecs) == ["webp", "jpeg"] and any("jpeg is coded too" in n for n in plan.notes)
+
+
+def _points(codec: str, rows: list[tuple[int, float, float]]) -> list[RDPoint]:
+    """RD points of one pair: (setting, bpp, PSNR), MS-SSIM rising with the PSNR."""
+    return [RDPoint("a", codec, q, 8, 8, 0, bpp, psnr, psnr, psnr, 0.0, psnr / 50, psnr / 50, psnr / 50, 0.1, 0.1)
+            for q, bpp, psnr in rows]  # fmt: skip
+
+
+def test_interpolation_at_a_bpp_or_a_psnr_never_extrapolates() -> None:
+    pts = _points("jpeg", [(50, 1.0, 34.0), (10, 0.25, 28.0), (30, 0.5, 31.0)])  # in any order
+    mid = interpolate(pts, "bpp", (0.25 * 0.5) ** 0.5)  # halfway between 0.25 and 0.5 in log bpp
+    assert mid.between == (10, 30) and mid.bpp == pytest.approx((0.25 * 0.5) ** 0.5) and mid.psnr == pytest.approx(29.5)
+    assert mid.ms_ssim == pytest.approx(29.5 / 50)
+    hit = interpolate(pts, "bpp", 1.0)
+    assert hit.between == (50, 50) and hit.psnr == 34.0
+    at = interpolate(pts, "psnr", 32.5)  # the bits jpeg needs for 32.5 dB: halfway from 0.5 to 1 bpp in log bpp
+    assert at.between == (30, 50) and at.bpp == pytest.approx(0.5 ** 0.5) and at.psnr == pytest.approx(32.5)
+    for along, value in (("bpp", 0.2), ("bpp", 1.5), ("psnr", 27.0), ("psnr", 35.0)):
+        assert interpolate(pts, along, value) is None, (along, value)
+    # a PSNR reached twice (a dip in the curve): the fewest bits that reach it
+    dip = _points("webp", [(1, 0.2, 28.0), (2, 0.4, 32.0), (3, 0.8, 31.0), (4, 1.6, 36.0)])
+    assert interpolate(dip, "psnr", 31.5).between == (1, 2)
+
+
+def test_target_gaps_average_only_pairs_with_both_values() -> None:
+    sbic = _points("sbic", [(0, 0.5, 31.0)])[0]
+    at = interpolate(_points("jpeg", [(10, 0.25, 28.0), (30, 1.0, 32.0)]), "bpp", 0.5)
+    rows = [TargetRow("a", sbic, 6, "", {"jpeg": at}), TargetRow("b", sbic, 6, "", {"jpeg": None}), TargetRow("c", None, 0, "out of reach", {})]
+    gap = target_gaps(rows, Target("bpp", 0.5))["jpeg"]
+    assert gap.pairs == 1 and gap.psnr_db == pytest.approx(31.0 - 30.0) and gap.bpp_percent is None
+    at = interpolate(_points("jpeg", [(10, 0.25, 28.0), (30, 1.0, 32.0)]), "psnr", 31.0)
+    gap = target_gaps([TargetRow("a", sbic, 6, "", {"jpeg": at})], Target("psnr", 31.0))["jpeg"]
+    assert gap.psnr_db is None and gap.bpp_percent == pytest.approx(100 * (0.5 / at.bpp - 1)) and gap.bpp_percent < 0
+
+
+def test_target_user_errors(tmp_path: Path) -> None:
+    root = tree(tmp_path / "in", ["a"])
+    with pytest.raises(InputError, match="add sbic to --codecs"):
+        plan_report(root, ["jpeg"], target=Target("bpp", 0.5))
+    with pytest.raises(InputError, match="either --qualities sbic"):
+        plan_report(root, ["sbic", "jpeg"], qualities={"sbic": [1]}, target=Target("psnr", 30))

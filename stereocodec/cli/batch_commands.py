@@ -21,12 +21,18 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from ..eval.baselines import ALL_CODECS
 from .common import DEFAULT_VARIANT, ENV_WEIGHTS, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out, size_targets
 
 if TYPE_CHECKING:
     from ..batch import BatchResult, CodecSpec
+    from ..eval.report import Report
 
+# --psnr DB for batch and report (encode's --psnr also works without a value); a plain float, so that
+# Target.from_options refuses DB <= 0 in one line rather than click in a usage block
+psnr_target = click.option(
+    "--psnr", "psnr_db", type=float, default=None, metavar="DB",
+    help="Per pair, the lowest quality whose PSNR (mean of the two views) is at least DB (> 0).",
+)  # fmt: skip
 
 
 class _RateColumn(ProgressColumn):
@@ -128,11 +134,10 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant (default {DEFAULT_VARIANT}).")
 @click.option("--quality", "-q", type=QUALITY_TYPE, default=None, metavar="Q", help=QUALITY_HELP)
 @size_targets
-@click.option("--psnr", "psnr_db", type=click.FloatRange(0, min_open=True), default=None, metavar="DB",
-              help="Per pair, the lowest quality whose PSNR (mean of the two views) is at least DB.")
+@psnr_target
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes, one network and one thread each.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (1 or more), one network and one thread each.")
 @click.option("--shard", default=None, metavar="K/N", help="Only the K-th of N interleaved shares of the pairs (1-based).")
 @click.option("--verify", is_flag=True, help="Decode every new file and report its PSNR against the input.")
 @click.option("--force", is_flag=True, help="Redo pairs whose output already exists and is valid.")
@@ -188,52 +193,156 @@ def batch(in_dir: Path, out_dir: Path, variant, quality, size, bpp, psnr_db, wei
         sys.exit(1)
 
 
+def _fmt(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def rd_table(report: Report) -> Table:
+    """The mean RD curves, one row per codec and setting."""
+    table = Table(title=f"Mean over {len(report.pairs)} pair(s)" + (f", center crops of at most {report.max_side} px" if report.max_side else ""))
+    for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM", "L−R PSNR dB", "encode s", "decode s"):
+        table.add_column(col, justify="left" if col == "codec" else "right")
+    for name, pts in report.curves.items():
+        for p in pts:
+            table.add_row(name, str(p.quality), f"{p.bpp:.4f}", f"{p.psnr:.2f}", f"{p.ms_ssim:.4f}", f"{p.psnr_gap:+.2f}", f"{p.encode_seconds:.3f}", f"{p.decode_seconds:.3f}")
+        table.add_section()
+    return table
+
+
+def bd_table(report: Report) -> Table:
+    """BD-rate of each codec against the anchor (negative = fewer bits for the same quality)."""
+    table = Table(title=f"BD-rate against {report.anchor} (mean curves)")
+    for col in ("codec", "BD-rate PSNR %", "BD-rate MS-SSIM %"):
+        table.add_column(col, justify="left" if col == "codec" else "right")
+    for name, bd in report.bd_rate.items():
+        label = f"{name} (anchor)" if name == report.anchor else name
+        table.add_row(label, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
+    return table
+
+
+def versus_table(report: Report) -> Table:
+    """sbic's BD-rate with each other codec as the anchor (negative = sbic needs fewer bits)."""
+    table = Table(title="BD-rate of sbic against each codec (mean curves)")
+    for col in ("against", "BD-rate PSNR %", "BD-rate MS-SSIM %"):
+        table.add_column(col, justify="left" if col == "against" else "right")
+    for name, bd in report.sbic_versus.items():
+        table.add_row(name, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
+    return table
+
+
+def target_table(report: Report) -> Table:
+    """Per pair, sbic at the target and every baseline at sbic's bpp (or PSNR), interpolated."""
+    rate = report.target.kind != "psnr"
+    at = "bpp" if rate else "PSNR"
+    table = Table(title=f"sbic at {report.target.describe()} per pair; the other codecs at sbic's {at}, interpolated on their settings")
+    for col in ("pair", "codec", "setting", "bpp", "PSNR dB", "MS-SSIM", "sbic − codec dB" if rate else "sbic bits %"):
+        table.add_column(col, justify="left" if col in ("pair", "codec") else "right")
+    for row in report.target_rows:
+        if row.sbic is None:  # out of reach: a note says why, and there is nothing to compare with
+            table.add_row(row.pair, "sbic", "out of reach", "—", "—", "—", "—")
+        else:
+            s = row.sbic
+            table.add_row(row.pair, "sbic", f"q{s.quality:g} ({row.encodes} encodes)", f"{s.bpp:.4f}", f"{s.psnr:.2f}", f"{s.ms_ssim:.4f}", "")
+        for name, b in row.baselines.items():
+            if b is None:
+                table.add_row("", name, "out of range", "—", "—", "—", "—")
+                continue
+            lo, hi = b.between
+            gap = s.psnr - b.psnr if rate else 100 * (s.bpp / b.bpp - 1)
+            setting = f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
+            table.add_row("", name, setting, f"{b.bpp:.4f}", f"{b.psnr:.2f}", f"{b.ms_ssim:.4f}", f"{gap:+.2f}" if rate else f"{gap:+.1f}")
+        table.add_section()
+    return table
+
+
+def target_gap_table(report: Report) -> Table:
+    """sbic's mean advantage at the target over the pairs where both codecs have a value."""
+    rate = report.target.kind != "psnr"
+    table = Table(title=f"sbic at {report.target.describe()} against each codec, mean over pairs")
+    for col in ("against", "pairs", "sbic − codec dB" if rate else "sbic bits %"):
+        table.add_column(col, justify="left" if col == "against" else "right")
+    for name, gap in report.target_gaps.items():
+        table.add_row(name, str(gap.pairs), _fmt(gap.psnr_db, 2) if rate else _fmt(gap.bpp_percent, 1))
+    return table
+
+
 @click.command()
 @click.argument("in_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--codecs", default=",".join(ALL_CODECS), show_default=True, help="Comma-separated codecs to compare.")
-@click.option("--anchor", default="hevc", show_default=True,
-              help="BD-rates are against this codec (jpeg if it is unavailable); coded too, with a note, when not in --codecs.")
-@click.option("--qualities", multiple=True, metavar="CODEC=Q1,Q2,...", help="Only these settings of CODEC (repeatable).")
-@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Weights file for sbic instead of the shipped ones.")
+@click.option("--codecs", default=None, metavar="LIST",  # a literal list: importing the baselines would slow every --help
+              help="Comma-separated codecs to compare (default: all: sbic,jpeg,webp,avif,jxl,hevc,hevc-stereo).")
+@click.option("--anchor", default=None, metavar="CODEC",
+              help="BD-rates are against this codec. Default: hevc if it is in --codecs, else the first of --codecs "
+              "other than sbic. One not in --codecs is coded too, with a note; an unavailable one falls back to jpeg, with a note.")
+@click.option("--qualities", multiple=True, metavar="CODEC=Q1,Q2,...",
+              help="Only these settings of CODEC (repeatable). Default: sbic its levels 0-5, jpeg 5-90, webp 5-95, "
+              "avif 20-90, jxl 10-95, hevc QP 42-17.")
+@size_targets
+@psnr_target
+@click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
+              help=f"Weights file for sbic instead of the shipped ones (env {ENV_WEIGHTS}).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant for sbic (default {DEFAULT_VARIANT}).")
-@click.option("--max-side", type=int, default=None, help="Center-crop every pair to at most N x N pixels (quick runs).")
-@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write every RD point, curves and BD-rates as JSON.")
-@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write the RD points as CSV.")
+@click.option("--max-side", type=int, default=None, metavar="N",
+              help="Center-crop every pair to at most N x N pixels, N >= 1 (default: full size; for quick runs).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write every RD point, curve, BD-rate and target row as JSON (sbic's encode_seconds at a target: the whole search).")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the RD points as CSV (target rows: see --json).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PSNR-vs-bpp plot (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite the --json/--csv/--plot files.")
-def report(in_dir: Path, codecs, anchor, qualities, weights, variant, max_side, json_path, csv_path, plot_path, force) -> None:
+def report(in_dir: Path, codecs, anchor, qualities, size, bpp, psnr_db, weights, variant, max_side, json_path, csv_path, plot_path,
+           force) -> None:
     """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates.
+
+    With --size, --bpp or --psnr (at most one), sbic is coded per pair at the quality that meets the target
+    (bisection on real encodes, as in batch) instead of at its levels, and each other codec is read off its
+    own settings on that pair at sbic's bpp (rate targets) or PSNR (--psnr), interpolated, never extrapolated.
 
     \b
     Columns of the RD table (means over the pairs, per codec and setting):
-      setting      the codec's quality knob (sbic: quality level 0-5)
+      setting      the codec's quality knob (sbic: quality level 0-5; hevc: QP, lower is better)
       bpp          bits of the whole coded file(s) per pixel of both views
       PSNR dB      mean of the left and right views' PSNR (RGB, 8 bit)
       MS-SSIM      mean of the two views' MS-SSIM
       L-R PSNR dB  left view's PSNR minus the right's: how unevenly the views are treated
       encode s     seconds to encode one pair (sbic: after a warm-up coding, which is not counted)
       decode s     seconds to decode one pair
-    BD-rate %: the average change in bits for equal quality against the anchor (negative = fewer bits).
+    BD-rate %: the average change in bits for equal quality against the anchor (negative = fewer bits);
+    the second BD table puts each other codec in the anchor's place for sbic.
+    Columns of the target table (per pair; sbic first, then each codec at sbic's bpp or PSNR):
+      setting          sbic: the quality found and the encodes the search took; others: the two
+                       settings interpolated between ("out of range": beyond its settings, not extrapolated)
+      bpp, PSNR dB, MS-SSIM   as above (interpolated for the others, linear in log bpp)
+      sbic − codec dB  rate targets: sbic's PSNR minus the codec's at the same bpp (positive = sbic better)
+      sbic bits %      --psnr: sbic's bpp against the codec's for the same PSNR (negative = sbic fewer bits)
+    The last table averages that column over the pairs where both have a value. A target out of reach
+    on a pair is said in a note; the report goes on.
     Progress goes to standard error: a live bar on a terminal, a line every 10 s otherwise.
     """
     from ..eval.baselines import chroma_note
+    from ..eval.report import parse_qualities, plan_report, plot_rd, run_report
     from ..io.images import check_output, write_bytes
-    from ..eval.report import bd_table, parse_qualities, plan_report, plot_rd, rd_table, run_report, versus_table
+    from ..rate_control import Target
 
+    target = Target.from_options(size, bpp, psnr_db)
     for path in (json_path, csv_path, plot_path):
         if path is not None:
             check_output(path, force)  # before the long run, not after it
-    names = [c.strip() for c in codecs.split(",") if c.strip()]
-    plan = plan_report(in_dir, names, anchor, parse_qualities(list(qualities)), max_side, _spec(weights, variant))
+    names = None if codecs is None else [c.strip() for c in codecs.split(",") if c.strip()]
+    plan = plan_report(in_dir, names, anchor, parse_qualities(list(qualities)), max_side, _spec(weights, variant), target)
     for note in plan.notes:
         notice(note)
     with _progress("codings") as progress:
         task = progress.add_task("coding", total=plan.steps)
         result = run_report(plan, lambda steps, label: progress.update(task, advance=steps, description=label))
-    out.print(rd_table(result))
-    out.print(bd_table(result))
+    if result.curves:
+        out.print(rd_table(result))
+    if result.bd_rate:
+        out.print(bd_table(result))
     if result.sbic_versus:
         out.print(versus_table(result))
+    if result.target is not None:
+        out.print(target_table(result))
+        out.print(target_gap_table(result))
     for note in result.notes[len(plan.notes):]:
         notice(note)
     out.print(chroma_note(), highlight=False)

@@ -10,6 +10,14 @@ are computed once per codec on these mean curves, against the anchor's mean curv
 averaged from per-pair BD-rates (which are unstable when a pair's curves barely overlap).
 The MS-SSIM BD-rate uses MS-SSIM in dB, ``-10 log10(1 - MS-SSIM)`` of the mean MS-SSIM,
 where the curves are closer to the straight lines the cubic fits assume.
+
+Targets (``--size``/``--bpp``/``--psnr``): sbic is coded per pair at the quality
+`rate_control.encode_to_target` finds on the real file, instead of at its levels, and every
+baseline is read off its own RD points of that pair at sbic's operating point (the same bpp,
+or the same PSNR), interpolated linearly in log bpp between its two nearest settings and never
+extrapolated: "at this size sbic gives X dB, jpeg Y dB". Per pair, because each pair meets the
+target at its own quality; the summary (`target_gaps`) averages the per-pair differences,
+never curves of different operating points.
 """
 
 from __future__ import annotations
@@ -20,21 +28,21 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
-from rich.table import Table
 
 from ..batch import Source, find_sources
 from ..codec import Codec
 from ..errors import first_line
 from ..io.images import InputError, View, atomic_write, check_output
+from ..rate_control import Reached, Target, encode_to_target
 from .baselines import ALL_CODECS, CODECS, SBIC, BaselineCodec, CodedPair, chroma_note
 from .bdrate import bd_rate
 from .metrics import ms_ssim, psnr
 
-DEFAULT_ANCHOR = "hevc"
+PREFERRED_ANCHOR = "hevc"  # the usual anchor of learned-codec papers, when it is among the codecs
 FALLBACK_ANCHOR = "jpeg"
 
 
@@ -55,16 +63,31 @@ class SbicCodec:
     def qualities(self) -> list[int]:
         return list(range(max(1, self.codec.quality_levels())))
 
-    def code(self, left: np.ndarray, right: np.ndarray, quality: int) -> CodedPair:
-        if not self.warm:  # the first coding pays for lazy set-up (7.8 s against 0.4 s): keep it out of the timings
+    def _warm_up(self) -> None:
+        """The first coding pays for lazy set-up (7.8 s against 0.4 s): done once on a tiny pair, outside the timings."""
+        if not self.warm:
             small = np.zeros((64, 64, 3), np.uint8)
-            self.codec.decode(self.codec.encode(View(small, "RGB"), View(small, "RGB"), quality, reconstruct=False).data)
+            self.codec.decode(self.codec.encode(View(small, "RGB"), View(small, "RGB"), 0, reconstruct=False).data)
             self.warm = True
+
+    def _decoded(self, data: bytes, encode_seconds: float) -> CodedPair:
+        """The real decoder's views of a file, so that sbic is measured like every baseline."""
+        start = time.perf_counter()
+        dec = self.codec.decode(data)
+        return CodedPair(dec.left, dec.right, (data,), encode_seconds, time.perf_counter() - start)
+
+    def code(self, left: np.ndarray, right: np.ndarray, quality: int) -> CodedPair:
+        self._warm_up()
         start = time.perf_counter()
         enc = self.codec.encode(View(left, "RGB"), View(right, "RGB"), quality, reconstruct=False)
-        middle = time.perf_counter()
-        dec = self.codec.decode(enc.data)
-        return CodedPair(dec.left, dec.right, (enc.data,), middle - start, time.perf_counter() - middle)
+        return self._decoded(enc.data, time.perf_counter() - start)
+
+    def code_target(self, left: np.ndarray, right: np.ndarray, target: Target) -> tuple[CodedPair, Reached]:
+        """The pair at the quality that meets `target`; its encode time is the whole search's."""
+        self._warm_up()
+        start = time.perf_counter()
+        reached = encode_to_target(self.codec, View(left, "RGB"), View(right, "RGB"), target)
+        return self._decoded(reached.encoded.data, time.perf_counter() - start), reached
 
 
 @dataclass(frozen=True)
@@ -73,7 +96,7 @@ class RDPoint:
 
     pair: str
     codec: str
-    quality: int
+    quality: float  # the codec's setting: an integer, except where an sbic target found a quality between levels
     width: int
     height: int
     bytes: int
@@ -114,20 +137,53 @@ class BDRate:
     ms_ssim: float | None
 
 
+@dataclass(frozen=True)
+class AtTarget:
+    """A baseline at sbic's operating point on one pair, interpolated between two of its settings."""
+
+    bpp: float
+    psnr: float
+    ms_ssim: float
+    between: tuple[float, float]  # the settings it lies between (twice the same one when it hits a setting)
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    """One pair under a target: what sbic reached, and each baseline at the same bpp (or PSNR)."""
+
+    pair: str
+    sbic: RDPoint | None  # None when no quality of the weights meets the target on this pair
+    encodes: int  # real encodes the search took
+    note: str  # why the target is out of reach, or how the search stopped short of its window
+    baselines: dict[str, AtTarget | None]  # None: sbic's point lies outside the range of that codec's settings
+
+
+@dataclass(frozen=True)
+class TargetGap:
+    """sbic against one baseline over the pairs where both have a value: mean PSNR gain (dB) or bpp change (%)."""
+
+    pairs: int
+    psnr_db: float | None  # rate targets: sbic's PSNR minus the baseline's at the same bpp (positive = sbic better)
+    bpp_percent: float | None  # PSNR targets: sbic's bpp against the baseline's at the same PSNR (negative = fewer bits)
+
+
 @dataclass
 class ReportPlan:
     """What `run_report` will do, resolved before any coding so that notes and totals come first."""
 
     sources: list[Source]
     codecs: dict[str, BaselineCodec | SbicCodec]
-    qualities: dict[str, list[int]]
+    qualities: dict[str, list[int]]  # with a target, sbic's list is empty: the target chooses its quality per pair
     anchor: str
     max_side: int | None
     notes: list[str] = field(default_factory=list)
+    target: Target | None = None
 
     @property
     def steps(self) -> int:
-        return len(self.sources) * sum(len(q) for q in self.qualities.values())
+        """Units of progress: one per coding, one per target search."""
+        searches = 1 if self.target is not None and SBIC in self.codecs else 0
+        return len(self.sources) * (sum(len(q) for q in self.qualities.values()) + searches)
 
 
 @dataclass
@@ -141,9 +197,12 @@ class Report:
     bd_rate: dict[str, BDRate]
     notes: list[str]
     sbic_versus: dict[str, BDRate] = field(default_factory=dict)  # sbic against each other codec as anchor
+    target: Target | None = None
+    target_rows: list[TargetRow] = field(default_factory=list)
+    target_gaps: dict[str, TargetGap] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        """Everything, every RD point included, as plain JSON-ready values."""
+        """Everything, every RD point and target row included, as plain JSON-ready values."""
         return {
             "anchor": self.anchor,
             "max_side": self.max_side,
@@ -156,6 +215,9 @@ class Report:
             "sbic_versus": {name: asdict(bd) for name, bd in self.sbic_versus.items()},
             "curves": {name: [asdict(p) for p in pts] for name, pts in self.curves.items()},
             "points": [asdict(p) for p in self.points],
+            "target": None if self.target is None else asdict(self.target),
+            "target_rows": [asdict(r) for r in self.target_rows],
+            "target_gaps": {name: asdict(g) for name, g in self.target_gaps.items()},
         }
 
     def to_json(self) -> str:
@@ -185,31 +247,48 @@ def parse_qualities(specs: list[str]) -> dict[str, list[int]]:
     return out
 
 
+def default_anchor(codecs: list[str]) -> str:
+    """hevc when it is among `codecs`, else the first baseline among them (sbic only when alone): nothing unasked is coded."""
+    baselines = [c for c in codecs if c != SBIC]
+    return PREFERRED_ANCHOR if PREFERRED_ANCHOR in baselines else (baselines or [SBIC])[0]
+
+
 def plan_report(
     in_dir: Path,
-    codecs: list[str],
-    anchor: str = DEFAULT_ANCHOR,
+    codecs: list[str] | None,
+    anchor: str | None = None,
     qualities: dict[str, list[int]] | None = None,
     max_side: int | None = None,
     sbic_factory: Callable[[], Codec] | None = None,
+    target: Target | None = None,
 ) -> ReportPlan:
     """Resolve pairs, codecs (unavailable baselines skipped with a note) and settings.
 
-    The anchor is always coded, added when it is not among `codecs`; an unavailable
-    anchor falls back to jpeg with a note. `sbic_factory` loads our network, only when
-    sbic is asked for.
+    `codecs` None: all of them. The anchor defaults to one of `codecs` (see `default_anchor`);
+    one given that is not among them is coded too, with a note, and an unavailable anchor
+    falls back to jpeg with a note. `sbic_factory` loads our network, only when sbic is asked
+    for. With a `target`, sbic is coded per pair at the quality that meets it instead of at
+    its levels.
     """
-    unknown = [c for c in [*codecs, anchor] if c not in ALL_CODECS]
+    codecs = list(ALL_CODECS) if codecs is None else codecs
+    unknown = [c for c in [*codecs, anchor] if c is not None and c not in ALL_CODECS]
     if unknown:
         raise InputError(f"unknown codec {unknown[0]!r} (choose from {', '.join(ALL_CODECS)})")
+    if not codecs:
+        raise InputError("--codecs names no codec")
     if max_side is not None and max_side < 1:
         raise InputError("--max-side must be at least 1")
     qualities = qualities or {}
+    if target is not None and SBIC not in codecs:
+        raise InputError(f"--{target.kind} chooses sbic's quality per pair: add sbic to --codecs")
+    if target is not None and SBIC in qualities:
+        raise InputError(f"give either --qualities sbic=... or --{target.kind}: the target chooses sbic's quality")
+    anchor = anchor or default_anchor(codecs)
     notes: list[str] = []
     chosen: dict[str, BaselineCodec | SbicCodec] = {}
     wanted = list(dict.fromkeys([*codecs, anchor]))
     if anchor not in codecs:
-        notes.append(f"the anchor {anchor} is coded too, for the BD-rates (it is not in --codecs; --anchor picks another)")
+        notes.append(f"the anchor {anchor} is coded too, for the BD-rates (it is not in --codecs)")
     while wanted:
         name = wanted.pop(0)
         if name == SBIC:
@@ -236,7 +315,11 @@ def plan_report(
     if not sources:
         raise InputError(f"{in_dir}: no stereo pairs found")
     settings = {name: list(qualities.get(name) or codec.qualities()) for name, codec in chosen.items()}
-    return ReportPlan(sources, chosen, settings, anchor, max_side, notes)
+    if target is not None:
+        if chosen[SBIC].codec.quality_levels() < 2:
+            raise InputError(f"--{target.kind}: these weights have a single rate; targets need variable-rate weights")
+        settings[SBIC] = []
+    return ReportPlan(sources, chosen, settings, anchor, max_side, notes, target)
 
 
 def center_crop(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -248,7 +331,7 @@ def center_crop(pixels: np.ndarray, max_side: int | None) -> np.ndarray:
     return np.ascontiguousarray(pixels[top : top + min(h, max_side), left : left + min(w, max_side)])
 
 
-def measure(pair: str, codec: str, quality: int, left: np.ndarray, right: np.ndarray, coded: CodedPair) -> RDPoint:
+def measure(pair: str, codec: str, quality: float, left: np.ndarray, right: np.ndarray, coded: CodedPair) -> RDPoint:
     """An RD point from the real bytes and the decoded views."""
     h, w = left.shape[:2]
     pl, pr = psnr(left, coded.left), psnr(right, coded.right)
@@ -312,24 +395,75 @@ def versus(curves: dict[str, list[CurvePoint]], subject: str = "sbic") -> tuple[
     return out, notes
 
 
+def interpolate(points: list[RDPoint], along: str, value: float) -> AtTarget | None:
+    """One codec's RD points of one pair, read where `along` ("bpp" or "psnr") equals `value`.
+
+    Linear in log bpp between the two neighbouring settings (RD curves are close to straight
+    there). The settings are walked in order of rate and the first crossing wins, so for a
+    PSNR it is the fewest bits that reach it. None outside the settings' range: an
+    extrapolated baseline would be a guess, not a measurement.
+    """
+    pts = sorted(points, key=lambda p: p.bpp)
+    x = (lambda p: math.log(p.bpp)) if along == "bpp" else (lambda p: p.psnr)
+    goal = math.log(value) if along == "bpp" else value
+    for a, b in zip(pts, pts[1:] + pts[-1:]):  # the last point pairs with itself: an exact hit on it
+        if x(a) <= goal <= x(b):
+            t = 0.0 if x(b) == x(a) else (goal - x(a)) / (x(b) - x(a))
+            if t == 1:
+                a, t = b, 0.0
+            if t == 0:
+                b = a
+            return AtTarget(
+                math.exp((1 - t) * math.log(a.bpp) + t * math.log(b.bpp)),
+                (1 - t) * a.psnr + t * b.psnr, (1 - t) * a.ms_ssim + t * b.ms_ssim, (a.quality, b.quality),
+            )  # fmt: skip
+    return None
+
+
+def target_row(pair: str, sbic: RDPoint, reached: Reached, points: list[RDPoint], kind: str) -> TargetRow:
+    """sbic's point on a pair next to every baseline's RD points of that pair read at the same bpp (or PSNR)."""
+    along, value = ("psnr", sbic.psnr) if kind == "psnr" else ("bpp", sbic.bpp)
+    names = dict.fromkeys(p.codec for p in points if p.pair == pair and p.codec != SBIC)
+    baselines = {n: interpolate([p for p in points if p.pair == pair and p.codec == n], along, value) for n in names}
+    return TargetRow(pair, sbic, reached.encodes, reached.note, baselines)
+
+
+def target_gaps(rows: list[TargetRow], target: Target) -> dict[str, TargetGap]:
+    """Per baseline, sbic's mean advantage over the pairs where both have a value (see `TargetGap`)."""
+    gaps: dict[str, TargetGap] = {}
+    for name in dict.fromkeys(n for r in rows for n in r.baselines):
+        both = [(r.sbic, r.baselines[name]) for r in rows if r.sbic is not None and r.baselines.get(name) is not None]
+        if target.kind == "psnr":
+            change = [100 * (s.bpp / b.bpp - 1) for s, b in both]
+            gaps[name] = TargetGap(len(both), None, float(np.mean(change)) if both else None)
+        else:
+            gain = [s.psnr - b.psnr for s, b in both]
+            gaps[name] = TargetGap(len(both), float(np.mean(gain)) if both else None, None)
+    return gaps
+
+
 def run_report(plan: ReportPlan, progress_callback: Callable[[int, str], None] | None = None) -> Report:
-    """Code every pair with every codec at every setting and summarise.
+    """Code every pair with every codec at every setting (sbic at the target, if any) and summarise.
 
     A pair that cannot be read is left out, for every codec, with a note; a codec that
     fails on some pair is dropped entirely (its curve would not be comparable), with a note.
-    `progress_callback(steps, label)` is told how many of `plan.steps` were just finished.
+    A target out of reach on a pair gives that pair's target row no sbic point, and a note.
+    `progress_callback(steps, label)` is told how many of `plan.steps` were just finished
+    (0 with the label of a long step about to start).
     """
     notes = list(plan.notes)
     advance = progress_callback or (lambda steps, label: None)
     points: list[RDPoint] = []
+    rows: list[TargetRow] = []
     failed: set[str] = set()
     pairs: list[str] = []
+    searches = plan.target is not None and SBIC in plan.codecs
     for source in plan.sources:
         try:
             views = source.read()
         except InputError as e:
             notes.append(f"pair {source.name} left out: {e}")
-            advance(sum(len(q) for q in plan.qualities.values()), source.name)
+            advance(sum(len(q) for q in plan.qualities.values()) + searches, source.name)
             continue
         left, right = (center_crop(v.pixels, plan.max_side) for v in views)
         pairs.append(source.name)
@@ -344,56 +478,34 @@ def run_report(plan: ReportPlan, progress_callback: Callable[[int, str], None] |
                     failed.add(name)
                     notes.append(f"{name} dropped: failed on {source.name} at {q} ({first_line(e)})")
                 advance(1, f"{source.name} {name} {q}")
+        if searches:
+            advance(0, f"{source.name} sbic searching {plan.target.describe()}")
+            try:
+                coded, reached = plan.codecs[SBIC].code_target(left, right, plan.target)
+            except (RuntimeError, ValueError) as e:  # out of reach (TargetError), or sbic failed on this pair
+                rows.append(TargetRow(source.name, None, 0, first_line(e), {}))
+                notes.append(f"pair {source.name}: {first_line(e)}")
+            else:
+                sbic = measure(source.name, SBIC, reached.quality, left, right, coded)
+                rows.append(target_row(source.name, sbic, reached, points, plan.target.kind))
+                if reached.note:
+                    notes.append(f"pair {source.name}: sbic stopped short of the target's window: {reached.note}")
+            advance(1, f"{source.name} sbic {plan.target.describe()}")
     if not pairs:
         raise InputError("no pair could be read; nothing to report")
     points = [p for p in points if p.codec not in failed]
+    rows = [replace(r, baselines={n: v for n, v in r.baselines.items() if n not in failed}) for r in rows]
     qualities = {n: q for n, q in plan.qualities.items() if n not in failed}
     curves = mean_curves(points, qualities)
     bd, bd_notes = bd_rates(curves, plan.anchor)
     against, versus_notes = versus(curves)
     codecs = {n: {"knob": c.knob, "note": c.note, "qualities": plan.qualities[n]} for n, c in plan.codecs.items() if n not in failed}
-    return Report(plan.anchor, plan.max_side, pairs, codecs, points, curves, bd, notes + bd_notes + versus_notes, against)
-
-
-def _fmt(value: float | None, digits: int) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def rd_table(report: Report) -> Table:
-    """The mean RD curves, one row per codec and setting."""
-    table = Table(title=f"Mean over {len(report.pairs)} pair(s)" + (f", center crops of at most {report.max_side} px" if report.max_side else ""))
-    for col in ("codec", "setting", "bpp", "PSNR dB", "MS-SSIM", "L−R PSNR dB", "encode s", "decode s"):
-        table.add_column(col, justify="left" if col == "codec" else "right")
-    for name, pts in report.curves.items():
-        for p in pts:
-            table.add_row(name, str(p.quality), f"{p.bpp:.4f}", f"{p.psnr:.2f}", f"{p.ms_ssim:.4f}", f"{p.psnr_gap:+.2f}", f"{p.encode_seconds:.3f}", f"{p.decode_seconds:.3f}")
-        table.add_section()
-    return table
-
-
-def bd_table(report: Report) -> Table:
-    """BD-rate of each codec against the anchor (negative = fewer bits for the same quality)."""
-    table = Table(title=f"BD-rate against {report.anchor} (mean curves)")
-    for col in ("codec", "BD-rate PSNR %", "BD-rate MS-SSIM %"):
-        table.add_column(col, justify="left" if col == "codec" else "right")
-    for name, bd in report.bd_rate.items():
-        label = f"{name} (anchor)" if name == report.anchor else name
-        table.add_row(label, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
-    return table
-
-
-def versus_table(report: Report) -> Table:
-    """sbic's BD-rate with each other codec as the anchor (negative = sbic needs fewer bits)."""
-    table = Table(title="BD-rate of sbic against each codec (mean curves)")
-    for col in ("against", "BD-rate PSNR %", "BD-rate MS-SSIM %"):
-        table.add_column(col, justify="left" if col == "against" else "right")
-    for name, bd in report.sbic_versus.items():
-        table.add_row(name, _fmt(bd.psnr, 2), _fmt(bd.ms_ssim, 2))
-    return table
+    gaps = target_gaps(rows, plan.target) if plan.target is not None else {}
+    return Report(plan.anchor, plan.max_side, pairs, codecs, points, curves, bd, notes + bd_notes + versus_notes, against, plan.target, rows, gaps)
 
 
 def plot_rd(report: Report, path: Path, force: bool = False) -> None:
-    """PSNR-vs-bpp mean curves of every codec, written as a PNG (atomically)."""
+    """PSNR-vs-bpp mean curves of every codec, and sbic's mean point at a target, written as a PNG (atomically)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -405,6 +517,10 @@ def plot_rd(report: Report, path: Path, force: bool = False) -> None:
         pts = sorted(pts, key=lambda p: p.bpp)
         style = "-o" if name == "sbic" else "--."
         ax.plot([p.bpp for p in pts], [p.psnr for p in pts], style, label=name, markersize=4)
+    reached = [r.sbic for r in report.target_rows if r.sbic is not None]
+    if reached:
+        label = f"sbic at {report.target.describe()} ({len(reached)} of {len(report.pairs)} pair(s))"
+        ax.plot([np.mean([p.bpp for p in reached])], [np.mean([p.psnr for p in reached])], "*", label=label, markersize=12)
     ax.set_xlabel("bits per pixel (both views, real file sizes)")
     ax.set_ylabel("PSNR (dB, mean of the two views)")
     ax.set_title(f"Rate-distortion, mean over {len(report.pairs)} pair(s)")
