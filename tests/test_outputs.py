@@ -114,3 +114,11 @@ def test_cli_stdout_and_stdin(tmp_path, pair) -> None:
     dec = subprocess.run([*cmd, "decode", "-", "-o", out], input=enc.stdout, capture_output=True, env=env, timeout=600)
     assert dec.returncode == 0, dec.stderr
     assert Image.open(out / "stdin_left.png").size == (64, 64) and (out / "stdin_right.png").is_file()
+
+
+@pytest.mark.parametrize("args", [("encode", "a.png", "b.png", "--size", "0"), ("encode", "--variant", "foo", "a.png", "b.png"),
+                                  ("decode",), ("no-such-command",)])
+def test_cli_usage_errors_are_one_line_with_exit_1(args: tuple[str, ...]) -> None:
+    proc = run_cli(*args)
+    assert_clean_error(proc)
+    assert proc.returncode == 1 and "--help" in proc.stderr

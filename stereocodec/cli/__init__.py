@@ -35,6 +35,10 @@ def main() -> None:
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)
+    except click.UsageError as e:  # a bad option or argument: one line, exit 1, like every other bad input
+        command = e.ctx.command_path if e.ctx else "stereo-codec"
+        err.print(f"[red]error:[/] {e.format_message()} (see `{command} --help`)", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

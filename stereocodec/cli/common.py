@@ -25,7 +25,7 @@ QUALITY_HELP = (
 def size_targets(command: Callable) -> Callable:
     """--size BYTES and --bpp X: the same rate targets for encode, batch and report."""
     command = click.option(
-        "--bpp", type=click.FloatRange(0, min_open=True), default=None,
+        "--bpp", type=click.FloatRange(0, min_open=True), default=None, metavar="X",
         help="Like --size, in bits per pixel of both views.",
     )(command)  # fmt: skip
     return click.option(
