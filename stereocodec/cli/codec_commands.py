@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from .common import (
-    DEFAULT_VARIANT, DEVICE_CHOICE, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out,
+    DEFAULT_VARIANT, DEVICE_CHOICE, DEVICE_HELP, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out,
     resolve_device, size_targets, working,
 )
 
@@ -21,9 +21,9 @@ from .common import (
 @click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
               help=f"Release .pth(.tar) or .safetensors file (default: the shipped weights; env {ENV_WEIGHTS}).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help="Network variant (read from the weights when unambiguous).")
-@click.option("--quality", type=QUALITY_TYPE, default=None,
+@click.option("--quality", type=QUALITY_TYPE, default=None, metavar="Q",
               help="Quality 0.0-5.0 for variable-rate weights (as encode -q; default 3); release checkpoints have only 0.")
-@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def estimate(left: Path, right: Path, weights: Path, variant: str | None, quality: int | None, device: str, as_json: bool) -> None:
     """The release's evaluation: estimated bpp (no bitstream), PSNR and MS-SSIM per view."""
@@ -86,11 +86,11 @@ def _read_sbic(path: Path) -> bytes:
 @click.option("--quality", "-q", type=QUALITY_TYPE, default=None, metavar="Q", help=QUALITY_HELP)
 @click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
-@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP)
 @click.option("--psnr", "psnr_opt", type=float, is_flag=False, flag_value=0.0, default=None, metavar="[DB]",
-              help="Alone: also reconstruct and report PSNR (one more synthesis pass). With DB: choose the lowest "
+              help="Alone: also reconstruct and report PSNR (one more synthesis pass). With DB (> 0): choose the lowest "
               "quality whose PSNR (mean of the two views) is at least DB.")
 @size_targets
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
@@ -174,7 +174,7 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
               help="Write the right view here (with --left).")
 @click.option("--weights", type=click.Path(path_type=Path), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file (default: the shipped weights that wrote INPUT, found by fingerprint; env {ENV_WEIGHTS}).")
-@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP)
 def decode(input: Path, prefix, left_out, right_out, weights, device, force, max_pixels) -> None:

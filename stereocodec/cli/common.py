@@ -14,6 +14,7 @@ from ..nn.presets import DEFAULT_VARIANT, ENV_WEIGHTS, VARIANTS
 VARIANT_CHOICE = click.Choice(VARIANTS)
 MAX_PIXELS_HELP = "Largest view size in pixels (default 40 MP, and what free memory holds); raise it for huge images."
 DEVICE_CHOICE = click.Choice(["cpu", "cuda", "auto"])
+DEVICE_HELP = "Where the networks run (auto: CUDA when available)."
 
 QUALITY_TYPE = float  # the range is the weights' own (0..5 for the shipped ones), checked once they are loaded
 QUALITY_HELP = (
