@@ -13,7 +13,7 @@ from conftest import need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.io.images import View, read_view
 from stereocodec.eval.metrics import psnr
-from stereocodec.store import HISTORY, default_weights_path, load_default, shipped_before, store_root
+from stereocodec.store import HISTORY, default_weights_path, load_default, load_stored, manifest, shipped_before, store_root
 
 VARIANTS = ("bisic-fast", "bisic")
 
@@ -37,7 +37,7 @@ def test_every_shipped_weights_file_is_in_the_history() -> None:
     assert len({e["name"] for e in history}) == len(history)
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for e in history for fp in e["fingerprints"])
     for variant in VARIANTS:
-        loaded = load_default(variant)
+        loaded = load_stored(next(e for e in manifest() if e.variant == variant))  # the first stored version
         entry = shipped_before(loaded.fingerprint)
         assert entry is not None, f"the first stored {variant} weights are in history.json"
         assert (entry["variant"], entry["name"]) == (variant, loaded.name)
