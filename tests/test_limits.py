@@ -12,7 +12,7 @@ from stereocodec.codec import Codec
 from stereocodec.container import Container, ContainerError, ViewInfo
 from stereocodec.io.images import InputError, padded_size
 from stereocodec.limits import BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, check_size, free_memory, min_y_bytes
-from stereocodec.store import load_default
+from stereocodec.store import load_stored, manifest
 
 FIXTURE = ROOT / "tests" / "data" / "store" / "bisic-fast-step25451.sbic"
 
@@ -38,7 +38,8 @@ def test_decompression_bomb_refused_before_any_work(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
-    return Codec(load_default("bisic-fast"), max_pixels=65535 * 65535)
+    made_it = next(e for e in manifest() if e.file == FIXTURE.with_suffix(".safetensors").name)  # the fixture's weights
+    return Codec(load_stored(made_it), max_pixels=65535 * 65535)
 
 
 @pytest.mark.parametrize("size", [(20000, 20000), (65000, 65000), (4096, 4096)])
