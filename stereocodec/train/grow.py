@@ -19,6 +19,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..nn.entropy_models import DERIVED_BUFFERS
 from ..nn.models import BiSICBase, BiSICConfig
 
 # Inputs of each entropy-model MLP, in the order the networks concatenate them (models.py).
@@ -134,9 +135,8 @@ def grow(old: BiSICBase, new: BiSICBase) -> int:
             target.copy_(source)
             carried += 1
             continue
-        if not torch.is_floating_point(target) or name.endswith("mask") or "_quantized_cdf" in name \
-                or "_offset" in name or "_cdf_length" in name:
-            continue  # derived buffers: the new network's own are right
+        if name.rsplit(".", 1)[-1] in (*DERIVED_BUFFERS, "mask"):
+            continue  # derived buffers (coder tables, bounds, context masks): the new network's own are right
         rows, cols = _channel_maps(name, spaces, old_sd)
         rows = torch.arange(source.shape[0]) if rows is None else rows
         if name in ("gain", "inv_gain"):
