@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -393,7 +394,10 @@ def train_step(net: torch.nn.Module, model: BiSICBase, x: torch.Tensor, q: torch
         opt.step()
         if average is not None:
             average.update(model)
-    sched.step()
+    with warnings.catch_warnings():
+        # A skipped first step advances the schedule before any optimiser step, on purpose.
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        sched.step()
     quantiles = model.hyperprior.entropy_bottleneck.quantiles
     aux_loss = model.aux_loss()
     aux.zero_grad(set_to_none=True)
