@@ -394,11 +394,10 @@ def train_step(net: torch.nn.Module, model: BiSICBase, x: torch.Tensor, q: torch
         opt.step()
         if average is not None:
             average.update(model)
-        sched.step()
-    else:
-        with warnings.catch_warnings():  # torch warns when this happens before any optimiser step: on purpose here
+    with warnings.catch_warnings():
+        if not finite:  # a skipped step advances the schedule without an optimiser step: torch warns, on purpose here
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-            sched.step()
+        sched.step()
     quantiles = model.hyperprior.entropy_bottleneck.quantiles
     aux_loss = model.aux_loss()
     aux.zero_grad(set_to_none=True)
