@@ -68,6 +68,52 @@ def test_cli_train_refuses_bad_crop(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "multiple of 64" in proc.stderr
 
 
+@pytest.mark.parametrize("lambdas", ["64,32,128", "0,5", "64,x"])
+def test_cli_train_refuses_lambdas_that_are_not_positive_and_increasing(tmp_path: Path, lambdas: str) -> None:
+    proc = run_cli("train", "--out", tmp_path / "run", "--photos", tmp_path, "--lambdas", lambdas)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: --lambdas") and len(proc.stderr.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_respread_keeps_trained_levels_and_blends_the_others() -> None:
+    from stereocodec.train.loop import respread_table
+
+    table = torch.tensor([[1.0, 2.0], [4.0, 2.0], [9.0, 3.0]])
+    new = respread_table(table, (100, 400, 1600), (25, 100, 200, 1600, 6400), power=0.5)
+    assert torch.equal(new[1], table[0]) and torch.equal(new[3], table[2])  # trained lambdas: bit for bit
+    assert torch.allclose(new[2], torch.tensor([2.0, 2.0]))  # halfway in log lambda: geometric mean of rows
+    assert torch.allclose(new[0], table[0] / 2) and torch.allclose(new[4], table[2] * 2)  # beyond: sqrt(lambda)
+    inverse = respread_table(1 / table, (100, 400, 1600), (25, 100, 200, 1600, 6400), power=-0.5)
+    assert torch.allclose(new * inverse, torch.ones(1))  # a gain and its inverse stay inverses
+
+
+def test_a_run_resumed_at_other_lambdas_goes_on_at_them(tmp_path: Path) -> None:
+    """Resuming with new lambdas re-spreads the gains (model and moving average) and records the lambdas;
+    with lr 0 the checkpoint holds exactly the re-spread gains."""
+    from stereocodec.nn.presets import LAMBDAS, PAPER_LAMBDAS
+    from stereocodec.train.loop import load_checkpoint, respread_table
+
+    photos = need_shared("data", "photos")
+    paper = _config(tmp_path / "run", photos, 1)
+    paper.lambdas, paper.lr = PAPER_LAMBDAS, 0.0
+    train(paper, log=lambda _: None)
+    before = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    ours = _config(tmp_path / "run", photos, 2)
+    ours.lr = 0.0
+    lines: list[str] = []
+    train(ours, log=lines.append)
+    after = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert any("re-spread from lambdas 256, 512" in line for line in lines)
+    assert tuple(after["train_config"]["lambdas"]) == LAMBDAS
+    for name, power in (("gain", 0.5), ("inv_gain", -0.5)):
+        expected = respread_table(before["model"][name], PAPER_LAMBDAS, LAMBDAS, power)
+        assert torch.equal(after["model"][name], expected)
+        assert torch.equal(after["average"]["params"][name], respread_table(before["average"]["params"][name],
+                                                                            PAPER_LAMBDAS, LAMBDAS, power))
+    meta = export_weights(tmp_path / "run" / "checkpoint.pt", tmp_path / "w.safetensors")
+    assert meta["lambdas"] == list(LAMBDAS)
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_sigterm_saves_a_checkpoint(tmp_path: Path, workers: int) -> None:
     """The signal goes to the whole process group, as Ctrl-C and `timeout` send it."""

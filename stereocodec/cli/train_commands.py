@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..nn.presets import DEFAULT_PRESET, FREEZE_CHOICES, PRESETS
+from ..nn.presets import DEFAULT_PRESET, FREEZE_CHOICES, LAMBDAS, PRESETS, checked_lambdas
 from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve_device
 
 
@@ -39,8 +39,11 @@ from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve
                    "model (BiSIC on BiSIC-Fast's transforms, with --init-from).")
 @click.option("--ema-decay", type=float, default=0.999, show_default=True,
               help="Decay of the weights' moving average, which validation uses and export writes.")
+@click.option("--lambdas", default=",".join(f"{v:g}" for v in LAMBDAS), show_default=True,
+              help="Each quality level's lambda (loss = lambda * MSE + bpp), comma-separated and increasing. A run "
+                   "resumed or warm-started from one trained at other lambdas has its level gains re-spread to these.")
 def train(**opts) -> None:
-    """Train a variable-rate network (six quality levels); resumes from OUT/checkpoint.pt."""
+    """Train a variable-rate network (one quality level per lambda); resumes from OUT/checkpoint.pt."""
     import torch
 
     from ..train.loop import TrainConfig
@@ -50,6 +53,10 @@ def train(**opts) -> None:
 
     if opts["crop"] % 64:
         raise InputError("--crop must be a multiple of 64")
+    try:
+        opts["lambdas"] = checked_lambdas(opts["lambdas"].split(","))
+    except ValueError as e:
+        raise InputError(f"--lambdas {opts['lambdas']!r}: {e}") from None
     threads = opts.pop("threads")
     if threads:
         torch.set_num_threads(threads)

@@ -5,14 +5,28 @@ Plain data (no torch), so that the command line can offer them without loading t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 VARIANTS = ("bisic", "bisic-fast")
 DEFAULT_VARIANT = "bisic-fast"
 ENV_WEIGHTS = "STEREOCODEC_WEIGHTS"  # a weights file to use instead of the shipped ones (as --weights)
 DEFAULT_SLICES = {"bisic": 12, "bisic-fast": 6}
 
-# Quality levels: level q is trained with lambda LAMBDAS[q] (the paper's six values), on
-# loss = lambda * MSE + bpp with images in [0, 1].
-LAMBDAS = (256, 512, 1024, 2048, 3072, 4096)
+# Quality levels: level q is trained with lambda LAMBDAS[q], on loss = lambda * MSE + bpp with
+# images in [0, 1]. Geometric, ratio 2.5 down from the paper's top value: equal steps between
+# levels, and a range wide enough for the levels to span more than 4 dB (the paper's six values,
+# 256-4096, gave 2.1 dB, three of them within 0.25 dB: weights/README.md).
+LAMBDAS = (42, 105, 262, 655, 1638, 4096)
+# The lambdas of training checkpoints that record none (every run before LAMBDAS was chosen).
+PAPER_LAMBDAS = (256, 512, 1024, 2048, 3072, 4096)
+
+
+def checked_lambdas(values: Iterable[float | str]) -> tuple[float, ...]:
+    """Quality levels' lambdas as floats; ValueError unless they are positive and increasing."""
+    lambdas = tuple(float(v) for v in values)
+    if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
+        raise ValueError(f"lambdas must be positive and increasing, not {', '.join(f'{v:g}' for v in lambdas)}")
+    return lambdas
 DEFAULT_QUALITY = 3
 
 # Presets: keyword arguments of `BiSICConfig`. `official` is the release at N = M = 192 (one

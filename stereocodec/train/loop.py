@@ -2,7 +2,7 @@
 
 One network covers all quality levels: each quality q has learned channel gains on y
 (`gain[q]` before quantisation, `inv_gain[q]` after), and every training item draws its q,
-weighting its distortion by LAMBDAS[q]. Batches are a pure function of (seed, step), and
+weighting its distortion by the run's lambda for q (`TrainConfig.lambdas`). Batches are a pure function of (seed, step), and
 checkpoints hold model, its moving average, optimisers, schedule, step and the torch RNG, so
 a resumed run continues exactly as an uninterrupted one. A step whose gradient is not finite
 is skipped and logged; bfloat16 is used only where its gradients match float32's on the
@@ -15,7 +15,7 @@ import os
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -30,7 +30,8 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..io.pairs import find_pairs
 from ..nn.models import BiSICBase, BiSICConfig, build_model
-from ..nn.presets import DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PRESETS, SHARED_PREFIXES
+from ..nn.presets import (DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PAPER_LAMBDAS, PRESETS,
+                          SHARED_PREFIXES, checked_lambdas)
 from ..weights import load_weights, save_weights
 from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
 from .grow import can_grow, grow
@@ -71,6 +72,7 @@ class TrainConfig:
     bf16: bool = False  # mixed precision: transforms in bfloat16, likelihoods in float32
     ema_decay: float = 0.999  # exported weights: exponential moving average of the trained ones
     freeze: str = "none"  # "shared": train only the variant's own entropy model (see SHARED_PREFIXES)
+    lambdas: tuple[float, ...] = LAMBDAS  # level q's lambda; a source trained with others has its gains re-spread
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -116,8 +118,8 @@ class _StepSampler:
         return self.stop - self.start
 
 
-def step_qualities(seed: int, step: int, batch: int, rank: int, world: int) -> torch.Tensor:
-    q = np.random.default_rng([seed, step, 1]).integers(0, len(LAMBDAS), batch * world)
+def step_qualities(seed: int, step: int, batch: int, rank: int, world: int, levels: int) -> torch.Tensor:
+    q = np.random.default_rng([seed, step, 1]).integers(0, levels, batch * world)
     return torch.from_numpy(q[rank::world]).long()
 
 
@@ -248,37 +250,95 @@ def steps_seen(state: dict) -> int:
     return int(state["step"]) + int(state.get("prior_steps", 0))
 
 
+def run_lambdas(state: dict) -> tuple[float, ...]:
+    """The lambdas a training checkpoint's run used (runs from before they were recorded: the paper's)."""
+    return tuple(float(v) for v in state["train_config"].get("lambdas", PAPER_LAMBDAS))
+
+
+def same_lambdas(a: Sequence[float], b: Sequence[float]) -> bool:
+    return [float(v) for v in a] == [float(v) for v in b]
+
+
 @torch.no_grad()
-def spread_gains(model: BiSICBase) -> None:
+def spread_gains(model: BiSICBase, lambdas: Sequence[float] = LAMBDAS) -> None:
     """Start level q's latent gain at sqrt(lambda_q / 1024) (its inverse after quantisation).
 
     The step size that balances rate and MSE scales as 1/sqrt(lambda); starting there gives
     six distinct, ordered levels from the first step instead of waiting for equal gains to drift apart.
     """
-    g = torch.sqrt(torch.tensor(LAMBDAS, dtype=torch.float32) / 1024)[:, None].to(model.gain.device)
+    g = torch.sqrt(torch.tensor(lambdas, dtype=torch.float32) / 1024)[:, None].to(model.gain.device)
     model.gain.copy_(g.expand_as(model.gain))
     model.inv_gain.copy_((1 / g).expand_as(model.inv_gain))
 
 
-def warm_start(model: BiSICBase, source: Path) -> tuple[str, int]:
+def respread_table(table: torch.Tensor, old: Sequence[float], new: Sequence[float], power: float) -> torch.Tensor:
+    """Gain rows for levels at lambdas `new` from rows trained at lambdas `old` (both increasing).
+
+    A lambda the source was trained at keeps its row bit for bit; one between two of them takes
+    the rows' blend, linear in log gain against log lambda; one beyond the ends takes the end row
+    times (lambda / its lambda) ** power: 1/2 for the gain, -1/2 for its inverse, since the step
+    that balances rate and MSE scales as 1/sqrt(lambda) (as `spread_gains`).
+    """
+    log_old = np.log(np.asarray(old, dtype=np.float64))
+    log_table = torch.log(table.detach().abs().double())
+    rows = []
+    for lam in new:
+        at = np.flatnonzero(np.asarray(old, dtype=np.float64) == float(lam))
+        if at.size:
+            rows.append(table[int(at[0])].detach().clone())
+            continue
+        x = float(np.log(lam))
+        if x < log_old[0] or x > log_old[-1]:
+            end = 0 if x < log_old[0] else len(old) - 1
+            row = log_table[end] + power * (x - log_old[end])
+        else:
+            hi = int(np.searchsorted(log_old, x))
+            t = (x - log_old[hi - 1]) / (log_old[hi] - log_old[hi - 1])
+            row = (1 - t) * log_table[hi - 1] + t * log_table[hi]
+        rows.append(torch.exp(row).to(table.dtype))
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def respread_gains(params: dict[str, torch.Tensor], old: Sequence[float], new: Sequence[float]) -> None:
+    """Re-spread the level gains in `params` (a model's parameters or their moving average) from a
+    run trained at lambdas `old` to lambdas `new`, so that the run goes on at the new levels."""
+    for name, power in (("gain", 0.5), ("inv_gain", -0.5)):
+        params[name].copy_(respread_table(params[name], old, new, power))
+
+
+def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDAS) -> tuple[str, int]:
     """Start from a training checkpoint (its moving average) or from shipped .safetensors weights;
     optimiser state and step start afresh. A narrower network of the same variant is grown into
     this one without changing what it computes (`grow`); another variant (BiSIC from BiSIC-Fast)
-    gives every tensor whose name and shape match. Returns a log line and the source's steps."""
+    gives every tensor whose name and shape match. Gains trained at other lambdas than `lambdas`
+    are re-spread to them (`respread_gains`). Returns a log line and the source's steps."""
     if source.suffix == ".safetensors":
         loaded = load_weights(source)
         theirs, steps = loaded.model.float(), int(loaded.metadata.get("training_steps", 0))
+        their_lambdas = tuple(loaded.metadata.get("lambdas", PAPER_LAMBDAS))
     else:
         state = load_checkpoint(source)
-        theirs, steps = averaged_model(state), steps_seen(state)
+        theirs, steps, their_lambdas = averaged_model(state), steps_seen(state), run_lambdas(state)
     mine = model.state_dict()
     if type(theirs) is type(model) and theirs.config != model.config and can_grow(theirs.config, model.config):
         carried = grow(theirs, model)
-        return (f"warm start from {source} ({steps} steps): grown from {theirs.config.y_channels} to "
-                f"{model.config.y_channels} latent channels, {carried} of {len(mine)} tensors carried"), steps
-    shared = {k: v for k, v in theirs.state_dict().items() if k in mine and mine[k].shape == v.shape}
-    model.load_state_dict(shared, strict=False)
-    return f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors", steps
+        message = (f"warm start from {source} ({steps} steps): grown from {theirs.config.y_channels} to "
+                   f"{model.config.y_channels} latent channels, {carried} of {len(mine)} tensors carried")
+        gains_carried = True
+    else:
+        shared = {k: v for k, v in theirs.state_dict().items() if k in mine and mine[k].shape == v.shape}
+        model.load_state_dict(shared, strict=False)
+        message = f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors"
+        gains_carried = "gain" in shared
+    if gains_carried and not same_lambdas(their_lambdas, lambdas):
+        respread_gains(dict(model.named_parameters()), their_lambdas, lambdas)
+        message += f"; level gains re-spread from lambdas {_lambda_list(their_lambdas)} to {_lambda_list(lambdas)}"
+    return message, steps
+
+
+def _lambda_list(lambdas: Sequence[float]) -> str:
+    return ", ".join(f"{float(v):g}" for v in lambdas)
 
 
 def validation_items(val: Dataset, n: int) -> torch.Tensor:
@@ -295,11 +355,11 @@ def validation_items(val: Dataset, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(model: BiSICBase, items: torch.Tensor, batch: int = 4) -> list[dict]:
+def validate(model: BiSICBase, items: torch.Tensor, lambdas: Sequence[float], batch: int = 4) -> list[dict]:
     """Estimated bpp and PSNR per quality level on fixed held-out items (eval forward)."""
     model.eval()
     rows = []
-    for q, lam in enumerate(LAMBDAS):
+    for q, lam in enumerate(lambdas):
         parts = []
         for chunk in items.split(batch):
             stats = rd_loss(model(chunk, torch.full((len(chunk),), q, device=chunk.device)), chunk,
@@ -424,16 +484,17 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     ckpt_path = cfg.out / CHECKPOINT_NAME
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant)).to(device).train()
-    spread_gains(model)
+    lambdas = checked_lambdas(cfg.lambdas)
+    model = build_model(cfg.variant, preset_config(cfg.preset, cfg.variant, len(lambdas))).to(device).train()
+    spread_gains(model, lambdas)
     start = prior_steps = 0
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if state is not None:
         if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
-            raise ValueError(f"{ckpt_path} belongs to another variant or preset; use another --out")
+            raise ValueError(f"{ckpt_path} belongs to another variant, preset or number of levels; use another --out")
         model.load_state_dict(state["model"])
     elif cfg.init_from:
-        message, prior_steps = warm_start(model, Path(cfg.init_from))
+        message, prior_steps = warm_start(model, Path(cfg.init_from), lambdas)
         log(message)
     apply_freeze(model, cfg.freeze)
     opt, aux, sched = make_optimizers(model, cfg)
@@ -447,6 +508,10 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
         start, prior_steps = int(state["step"]), int(state.get("prior_steps", 0))
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed {ckpt_path} at step {start}")
+        if not same_lambdas(run_lambdas(state), lambdas):
+            for params in (dict(model.named_parameters()), average.params):
+                respread_gains(params, run_lambdas(state), lambdas)
+            log(f"level gains re-spread from lambdas {_lambda_list(run_lambdas(state))} to {_lambda_list(lambdas)}")
     if distributed:  # each rank draws its own quantisation noise, reproducibly from (seed, rank, start)
         torch.manual_seed(cfg.seed * 1_000_003 + start * world + rank)
 
@@ -461,13 +526,13 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
                         persistent_workers=cfg.workers > 0, pin_memory=device.type == "cuda",
                         worker_init_fn=_ignore_stop_signals,
                         generator=torch.Generator().manual_seed(cfg.seed))  # keep the global RNG for the noise
-    lambdas_all = torch.tensor(LAMBDAS, dtype=torch.float32, device=device)
+    lambdas_all = torch.tensor(lambdas, dtype=torch.float32, device=device)
     val_items = validation_items(val_set, cfg.val_items).to(device) if rank == 0 and cfg.val_every else None
     stop = _StopRequest()
     t0, step = time.time(), start
     for step, x in enumerate(loader, start=start + 1):
         x = x.to(device, non_blocking=True)
-        q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world).to(device)
+        q = step_qualities(cfg.seed, step - 1, cfg.batch, rank, world, len(lambdas)).to(device)
         if cfg.bf16 and step == start + 1:
             ok, message = compare_precisions(model, x, q, lambdas_all[q])
             log(message + ("" if ok else "; training in float32"))
@@ -488,9 +553,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
             break
         if val_items is not None and step % cfg.val_every == 0:
             with average.applied(model):
-                rows = validate(model, val_items)
+                rows = validate(model, val_items, lambdas)
             for r in rows:
-                log(f"val step {step} q{r['quality']} lambda {r['lambda']} bpp {r['bpp']:.4f} psnr {r['psnr']:.2f} loss {r['loss']:.4f}")
+                log(f"val step {step} q{r['quality']} lambda {r['lambda']:g} bpp {r['bpp']:.4f} psnr {r['psnr']:.2f} loss {r['loss']:.4f}")
             log(f"val step {step} mean loss {sum(r['loss'] for r in rows) / len(rows):.4f} (moving average, {len(val_items)} items)")
     if distributed:
         dist.destroy_process_group()
@@ -519,8 +584,8 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
     meta = {
         "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {steps}",
         "preset": tc["preset"],
-        "quality_levels": len(LAMBDAS),
-        "lambdas": list(LAMBDAS),
+        "quality_levels": len(run_lambdas(state)),
+        "lambdas": list(run_lambdas(state)),
         "training_steps": steps,
         "training_batch": tc["batch"],
         "training_crop": tc["crop"],
