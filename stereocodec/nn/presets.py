@@ -27,6 +27,8 @@ def checked_lambdas(values: Iterable[float | str]) -> tuple[float, ...]:
     if not lambdas or min(lambdas) <= 0 or any(b <= a for a, b in zip(lambdas, lambdas[1:])):
         raise ValueError(f"lambdas must be positive and increasing, not {', '.join(f'{v:g}' for v in lambdas)}")
     return lambdas
+
+
 DEFAULT_QUALITY = 3
 
 # Presets: keyword arguments of `BiSICConfig`. `official` is the release at N = M = 192 (one

@@ -252,11 +252,7 @@ def steps_seen(state: dict) -> int:
 
 def run_lambdas(state: dict) -> tuple[float, ...]:
     """The lambdas a training checkpoint's run used (runs from before they were recorded: the paper's)."""
-    return tuple(float(v) for v in state["train_config"].get("lambdas", PAPER_LAMBDAS))
-
-
-def same_lambdas(a: Sequence[float], b: Sequence[float]) -> bool:
-    return [float(v) for v in a] == [float(v) for v in b]
+    return checked_lambdas(state["train_config"].get("lambdas", PAPER_LAMBDAS))
 
 
 @torch.no_grad()
@@ -279,11 +275,12 @@ def respread_table(table: torch.Tensor, old: Sequence[float], new: Sequence[floa
     times (lambda / its lambda) ** power: 1/2 for the gain, -1/2 for its inverse, since the step
     that balances rate and MSE scales as 1/sqrt(lambda) (as `spread_gains`).
     """
-    log_old = np.log(np.asarray(old, dtype=np.float64))
+    old = np.asarray(old, dtype=np.float64)
+    log_old = np.log(old)
     log_table = torch.log(table.detach().abs().double())
     rows = []
     for lam in new:
-        at = np.flatnonzero(np.asarray(old, dtype=np.float64) == float(lam))
+        at = np.flatnonzero(old == float(lam))
         if at.size:
             rows.append(table[int(at[0])].detach().clone())
             continue
@@ -316,7 +313,7 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
     if source.suffix == ".safetensors":
         loaded = load_weights(source)
         theirs, steps = loaded.model.float(), int(loaded.metadata.get("training_steps", 0))
-        their_lambdas = tuple(loaded.metadata.get("lambdas", PAPER_LAMBDAS))
+        their_lambdas = checked_lambdas(loaded.metadata.get("lambdas", PAPER_LAMBDAS))
     else:
         state = load_checkpoint(source)
         theirs, steps, their_lambdas = averaged_model(state), steps_seen(state), run_lambdas(state)
@@ -331,7 +328,7 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
         model.load_state_dict(shared, strict=False)
         message = f"warm start from {source} ({steps} steps): {len(shared)} of {len(mine)} tensors"
         gains_carried = "gain" in shared
-    if gains_carried and not same_lambdas(their_lambdas, lambdas):
+    if gains_carried and their_lambdas != tuple(lambdas):
         respread_gains(dict(model.named_parameters()), their_lambdas, lambdas)
         message += f"; level gains re-spread from lambdas {_lambda_list(their_lambdas)} to {_lambda_list(lambdas)}"
     return message, steps
@@ -508,10 +505,11 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
         start, prior_steps = int(state["step"]), int(state.get("prior_steps", 0))
         torch.set_rng_state(state["torch_rng"])
         log(f"resumed {ckpt_path} at step {start}")
-        if not same_lambdas(run_lambdas(state), lambdas):
+        trained_at = run_lambdas(state)
+        if trained_at != lambdas:
             for params in (dict(model.named_parameters()), average.params):
-                respread_gains(params, run_lambdas(state), lambdas)
-            log(f"level gains re-spread from lambdas {_lambda_list(run_lambdas(state))} to {_lambda_list(lambdas)}")
+                respread_gains(params, trained_at, lambdas)
+            log(f"level gains re-spread from lambdas {_lambda_list(trained_at)} to {_lambda_list(lambdas)}")
     if distributed:  # each rank draws its own quantisation noise, reproducibly from (seed, rank, start)
         torch.manual_seed(cfg.seed * 1_000_003 + start * world + rank)
 
