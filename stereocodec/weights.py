@@ -21,9 +21,10 @@ from safetensors.torch import load_file, save_file
 from .errors import StereoCodecError, first_line
 from .nn.entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
 from .nn.models import BiSICBase, BiSICConfig, build_model
-from .nn.presets import VARIANTS
+from .nn.presets import ENCODINGS, VARIANTS
 
 METADATA_KEY = "stereocodec"
+SCALE_SUFFIX = ":scale"  # an int8 tensor's float32 row scales are stored under its name plus this
 
 
 class WeightsError(StereoCodecError):
@@ -105,6 +106,16 @@ def _kind(path: Path) -> str:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The file's tensors as every machine loads them (int8 rows multiplied out) and its metadata."""
+    raw, meta = _read_stored(path)
+    try:
+        return decode_tensors(raw), meta
+    except WeightsError as e:
+        raise WeightsError(f"{path}: {e}") from None
+
+
+def _read_stored(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors exactly as the file stores them, and its stereocodec metadata."""
     try:
         tensors = load_file(str(path), device="cpu")
         with safe_open(str(path), framework="pt") as f:
@@ -116,6 +127,54 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     except json.JSONDecodeError:
         raise WeightsError(f"{path}: its stereocodec metadata is not valid JSON") from None
     return tensors, meta
+
+
+def _int8_rows(name: str, t: torch.Tensor) -> bool:
+    """Convolution and linear weights (99.8 % of the parameters) are the tensors stored as int8 rows."""
+    return name.endswith(".weight") and t.ndim >= 2 and t.is_floating_point()
+
+
+def encode_tensors(name: str, t: torch.Tensor, encoding: str) -> dict[str, torch.Tensor]:
+    """How one tensor is stored: `float32`, `float16`, or `int8` rows (for `_int8_rows` tensors: codes in
+    -127..127 and one float32 scale per slice along the first axis, the rest as float16). Integer
+    tensors stay as they are."""
+    if encoding not in ENCODINGS:
+        raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
+    t = t.detach().cpu()
+    if not t.is_floating_point():
+        return {name: t.contiguous()}
+    t = t.float()
+    if encoding == "int8" and _int8_rows(name, t):
+        rows = t.reshape(t.shape[0], -1)
+        scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127
+        codes = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        return {name: codes.reshape(t.shape).contiguous(), name + SCALE_SUFFIX: scale.contiguous()}
+    return {name: (t if encoding == "float32" else t.half()).contiguous()}
+
+
+def decode_tensors(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The values a file's tensors stand for. Int8 rows become codes times their float32 scale,
+    computed in float32: the same values (and so the same fingerprint) on every machine."""
+    out = {}
+    for name, t in stored.items():
+        if name.endswith(SCALE_SUFFIX):
+            if name[: -len(SCALE_SUFFIX)] not in stored:
+                raise WeightsError(f"scale {name} belongs to no tensor")
+            continue
+        if t.dtype == torch.int8:
+            scale = stored.get(name + SCALE_SUFFIX)
+            if scale is None:
+                raise WeightsError(f"int8 tensor {name} has no {SCALE_SUFFIX} scale")
+            if t.ndim < 2 or scale.dtype != torch.float32 or tuple(scale.shape) != (t.shape[0],):
+                raise WeightsError(f"int8 tensor {name} of shape {tuple(t.shape)} has a scale of shape {tuple(scale.shape)} "
+                                   f"({str(scale.dtype).removeprefix('torch.')}); expected ({t.shape[0]},) float32")
+            if not torch.isfinite(scale).all() or (scale < 0).any():
+                raise WeightsError(f"int8 tensor {name} has a negative or non-finite scale")
+            t = t.float() * scale.reshape(-1, *[1] * (t.ndim - 1))
+        elif name + SCALE_SUFFIX in stored:
+            raise WeightsError(f"tensor {name} has a scale but is not int8")
+        out[name] = t
+    return out
 
 
 def _shape(sd: dict[str, torch.Tensor], name: str, dim: int = 0) -> int:
@@ -245,13 +304,33 @@ def load_weights(path: str | Path, variant: str | None = None, device: str | tor
     return LoadedWeights(model.to(device), name, fingerprint(model), meta)
 
 
-def save_weights(model: BiSICBase, path: str | Path, metadata: dict, half: bool = True) -> None:
-    """Write our weight format: float16 (or float32) safetensors with JSON metadata."""
-    meta = {"variant": model.variant, "config": asdict(model.config), **metadata}
-    tensors = {
-        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-        if not _is_derived_buffer(k)
-    }
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: str = "float16",
+                 reference: Path | None = None) -> int:
+    """Write our weight format: safetensors in `encoding` (see `encode_tensors`) with JSON metadata.
 
+    Every tensor whose value equals its namesake in the `reference` weights file keeps that file's
+    stored form byte for byte, so weights trained on top of shipped ones with some tensors frozen
+    share those bytes with them (a small git delta, whatever the encodings). Returns how many
+    tensors kept the reference's form.
+    """
+    stored_ref, decoded_ref = {}, {}
+    if reference is not None:
+        stored_ref, _ = _read_stored(Path(reference))
+        try:
+            decoded_ref = decode_tensors(stored_ref)
+        except WeightsError as e:
+            raise WeightsError(f"{reference}: {e}") from None
+    tensors, kept = {}, 0
+    for name, t in model.state_dict().items():
+        if _is_derived_buffer(name):
+            continue
+        mine, theirs = t.detach().cpu(), decoded_ref.get(name)
+        if (theirs is not None and theirs.shape == mine.shape and theirs.is_floating_point() == mine.is_floating_point()
+                and torch.equal(theirs.to(mine.dtype), mine)):
+            tensors.update({k: stored_ref[k] for k in (name, name + SCALE_SUFFIX) if k in stored_ref})
+            kept += 1
+        else:
+            tensors.update(encode_tensors(name, t, encoding))
+    meta = {"variant": model.variant, "config": asdict(model.config), "encoding": encoding, **metadata}
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    return kept

@@ -64,3 +64,40 @@ def test_truncated_checkpoint(tmp_path) -> None:
     message = refusal(path)
     assert message.startswith(f"{path}: a damaged or unsupported PyTorch checkpoint (")
     assert message.endswith(")")
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("no scale", "has no :scale scale"),
+    ("short scale", "expected (48,) float32"),
+    ("nan scale", "negative or non-finite scale"),
+    ("stray scale", "belongs to no tensor"),
+    ("float with scale", "has a scale but is not int8"),
+])
+def test_damaged_int8_rows(tmp_path, damage, says) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from stereocodec.nn.models import build_model
+    from stereocodec.train.loop import preset_config
+    from stereocodec.weights import SCALE_SUFFIX, save_weights
+
+    good = tmp_path / "good.safetensors"
+    save_weights(build_model("bisic-fast", preset_config("tiny", "bisic-fast")), good, {"name": "tiny"}, encoding="int8")
+    tensors = load_file(good)
+    name = "Conv3DEncoder_A.0.weight"
+    assert tensors[name].dtype == torch.int8 and tensors[name].shape[0] == 48
+    if damage == "no scale":
+        del tensors[name + SCALE_SUFFIX]
+    elif damage == "short scale":
+        tensors[name + SCALE_SUFFIX] = tensors[name + SCALE_SUFFIX][:4].contiguous()
+    elif damage == "nan scale":
+        tensors[name + SCALE_SUFFIX][2] = float("nan")
+    elif damage == "stray scale":
+        tensors["nothing" + SCALE_SUFFIX] = torch.ones(3)
+    else:
+        tensors[name] = tensors[name].half()
+    bad = tmp_path / "bad.safetensors"
+    with open(good, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    save_file(tensors, bad, metadata=header["__metadata__"])
+    message = refusal(bad)
+    assert message.startswith(f"{bad}: ") and says in message

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..nn.presets import DEFAULT_PRESET, FREEZE_CHOICES, LAMBDAS, PRESETS, checked_lambdas
+from ..nn.presets import DEFAULT_PRESET, ENCODINGS, FREEZE_CHOICES, LAMBDAS, PRESETS, checked_lambdas
 from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve_device
 
 
@@ -71,17 +71,24 @@ def train(**opts) -> None:
 @click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--name", default=None, help="Label stored in the weights and in every .sbic made with them.")
+@click.option("--encoding", type=click.Choice(list(ENCODINGS)), default="float16", show_default=True,
+              help="How tensors are stored: int8 keeps convolution weights as 8-bit rows with float32 scales "
+                   "(half the size of float16; benchmarks/weight_rounding.py measures the cost).")
+@click.option("--reference", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="Weights file whose unchanged tensors keep their stored bytes (default: the run's --init-from "
+                   ".safetensors file, when it is still there).")
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT.")
-def export(checkpoint: Path, output: Path, name: str | None, force: bool) -> None:
-    """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
+def export(checkpoint: Path, output: Path, name: str | None, encoding: str, reference: Path | None, force: bool) -> None:
+    """Write shipped weights (safetensors + metadata) from a training checkpoint."""
     from ..io.images import check_output
     from ..io.outputs import refuse_inputs
     from ..train.loop import export_weights
 
-    refuse_inputs((output,), (checkpoint,))
+    refuse_inputs((output,), (checkpoint, *([reference] if reference else [])))
     check_output(output, force)
-    meta = export_weights(checkpoint, output, name)
-    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB): {meta['name']}")
+    meta = export_weights(checkpoint, output, name, encoding=encoding, reference=reference)
+    kept = f"; {meta['kept']} tensors kept as stored in {meta['reference']}" if meta["reference"] else ""
+    out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {encoding}{kept}): {meta['name']}", highlight=False)
 
 
 @click.command("ship-weights")

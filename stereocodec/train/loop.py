@@ -573,12 +573,25 @@ def averaged_model(state: dict) -> BiSICBase:
     return model.eval()
 
 
-def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: dict | None = None) -> dict:
-    """Write shipped weights (float16 safetensors + metadata) from a training checkpoint."""
+def run_reference(state: dict) -> Path | None:
+    """The shipped weights a run warm-started from, when still on disk: tensors it left unchanged
+    (a `--freeze` run's) are exported in that file's stored form, byte for byte."""
+    source = state["train_config"].get("init_from")
+    path = Path(source) if source else None
+    return path if path is not None and path.suffix == ".safetensors" and path.is_file() else None
+
+
+def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: dict | None = None,
+                   encoding: str = "float16", reference: Path | None = None) -> dict:
+    """Write shipped weights (safetensors in `encoding`, with metadata) from a training checkpoint.
+
+    Tensors equal to those of `reference` (default: `run_reference`) keep its stored form; the
+    metadata says how many (`tensors_kept_from`)."""
     state = load_checkpoint(checkpoint)
     model = averaged_model(state)
     tc = state["train_config"]
     steps = steps_seen(state)
+    reference = reference if reference is not None else run_reference(state)
     meta = {
         "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {steps}",
         "preset": tc["preset"],
@@ -591,5 +604,5 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
         "date": date.today().isoformat(),
         **(extra or {}),
     }
-    save_weights(model, out, meta)
-    return meta
+    kept = save_weights(model, out, meta, encoding, reference)
+    return {**meta, "encoding": encoding, "kept": kept, "reference": str(reference) if reference else None}

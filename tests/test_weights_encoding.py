@@ -1,0 +1,83 @@
+"""Weights encodings: int8 rows load back to exact, machine-independent values; unchanged tensors
+keep a reference file's bytes (what keeps a --freeze run's export a small git delta)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from conftest import need_shared, run_cli
+from stereocodec.nn.models import build_model
+from stereocodec.train.loop import SHARED_PREFIXES, TrainConfig, preset_config, train
+from stereocodec.weights import SCALE_SUFFIX, load_weights, save_weights
+
+
+def _model(variant: str = "bisic-fast", seed: int = 0):
+    torch.manual_seed(seed)
+    return build_model(variant, preset_config("tiny", variant)).eval()
+
+
+def test_int8_rows_load_as_codes_times_scales(tmp_path: Path) -> None:
+    model = _model()
+    save_weights(model, tmp_path / "w16.safetensors", {"name": "f16"})
+    save_weights(model, tmp_path / "w8.safetensors", {"name": "i8"}, encoding="int8")
+    stored = load_file(tmp_path / "w8.safetensors")
+    loaded = load_weights(tmp_path / "w8.safetensors").model.state_dict()
+    rows = [n for n, t in model.state_dict().items() if n.endswith(".weight") and t.ndim >= 2]
+    assert rows and all(stored[n].dtype == torch.int8 and stored[n + SCALE_SUFFIX].dtype == torch.float32 for n in rows)
+    for name in rows:
+        codes, scale = stored[name], stored[name + SCALE_SUFFIX]
+        assert codes.abs().amax(dim=tuple(range(1, codes.ndim))).max() == 127  # each row's largest value is exact
+        assert torch.equal(loaded[name], codes.float() * scale.reshape(-1, *[1] * (codes.ndim - 1)))
+        err = (loaded[name] - model.state_dict()[name]).abs().reshape(codes.shape[0], -1).amax(1)
+        assert (err <= scale * (0.5 + 1e-4)).all()  # half a step, plus float32 rounding
+    others = [n for n in stored if n not in rows and not n.endswith(SCALE_SUFFIX)]
+    assert others and all(stored[n].dtype == torch.float16 for n in others if stored[n].is_floating_point())
+    assert (tmp_path / "w8.safetensors").stat().st_size < 0.65 * (tmp_path / "w16.safetensors").stat().st_size
+    assert load_weights(tmp_path / "w8.safetensors").fingerprint == load_weights(tmp_path / "w8.safetensors").fingerprint
+
+
+def test_unchanged_tensors_keep_the_reference_files_bytes(tmp_path: Path) -> None:
+    save_weights(_model(), tmp_path / "ref.safetensors", {"name": "ref"}, encoding="int8")
+    before = load_weights(tmp_path / "ref.safetensors").model.state_dict()
+    model = load_weights(tmp_path / "ref.safetensors").model
+    with torch.no_grad():
+        model.Conv3DEncoder_A[0].weight.add_(0.01)
+    changed = {n for n, t in model.state_dict().items() if not torch.equal(t, before[n])}
+    kept = save_weights(model, tmp_path / "new.safetensors", {"name": "new"}, encoding="float16", reference=tmp_path / "ref.safetensors")
+    ref, new = load_file(tmp_path / "ref.safetensors"), load_file(tmp_path / "new.safetensors")
+    assert changed == {"Conv3DEncoder_A.0.weight"}
+    assert kept == sum(not n.endswith(SCALE_SUFFIX) for n in ref) - 1
+    for name, t in new.items():
+        base = name.removesuffix(SCALE_SUFFIX)
+        if base in changed:
+            assert t.dtype == torch.float16 and name == base
+        else:
+            assert t.dtype == ref[name].dtype and torch.equal(t, ref[name])
+    assert torch.equal(load_weights(tmp_path / "new.safetensors").model.state_dict()[next(iter(changed))],
+                       model.state_dict()[next(iter(changed))].half().float())
+
+
+def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_path: Path) -> None:
+    """BiSIC trained on int8 BiSIC-Fast weights with --freeze shared: its export, in float16, holds the
+    shared tensors as the same int8 codes and scales (the export finds the source by the run's --init-from)."""
+    photos = need_shared("data", "photos")
+    base = dict(preset="tiny", photos=[photos], batch=2, crop=64, workers=0, lr_milestones=(),
+                checkpoint_every=1, val_every=0, log_every=1000)
+    train(TrainConfig(variant="bisic-fast", out=tmp_path / "fast", steps=1, **base), log=lambda _: None)
+    source = tmp_path / "fast.safetensors"
+    proc = run_cli("export", tmp_path / "fast" / "checkpoint.pt", source, "--encoding", "int8", check=True)
+    assert "int8" in proc.stdout
+    train(TrainConfig(variant="bisic", out=tmp_path / "bisic", steps=2, freeze="shared", init_from=source, **base),
+          log=lambda _: None)
+    proc = run_cli("export", tmp_path / "bisic" / "checkpoint.pt", tmp_path / "bisic.safetensors", check=True)
+    assert f"kept as stored in {source}" in proc.stdout
+    src, out = load_file(source), load_file(tmp_path / "bisic.safetensors")
+    shared = [n for n in out if n.startswith(SHARED_PREFIXES)]
+    assert any(out[n].dtype == torch.int8 for n in shared)
+    assert all(torch.equal(out[n], src[n]) and out[n].dtype == src[n].dtype for n in shared)
+    own = [n for n in out if not n.startswith(SHARED_PREFIXES)]
+    assert own and all(out[n].dtype == torch.float16 for n in own if out[n].is_floating_point())
+    assert load_weights(tmp_path / "bisic.safetensors").model.variant == "bisic"
