@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .errors import StereoCodecError, first_line
+from .io.images import atomic_write
 from .nn.entropy_models import CONSTANT_BOUNDS, DERIVED_BUFFERS
 from .nn.models import BiSICBase, BiSICConfig, build_model
 from .nn.presets import ENCODINGS, VARIANTS
@@ -332,5 +333,6 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
         else:
             tensors.update(encode_tensors(name, t, encoding))
     meta = {"variant": model.variant, "config": asdict(model.config), "encoding": encoding, **metadata}
-    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    atomic_write(Path(path), lambda f: f.write(data))  # an interrupted export leaves no half file
     return kept
