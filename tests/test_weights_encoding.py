@@ -62,7 +62,8 @@ def test_unchanged_tensors_keep_the_reference_files_bytes(tmp_path: Path) -> Non
 
 def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_path: Path) -> None:
     """BiSIC trained on int8 BiSIC-Fast weights with --freeze shared: its export, in float16, holds the
-    shared tensors as the same int8 codes and scales (the export finds the source by the run's --init-from)."""
+    shared tensors as the same int8 codes and scales (the export finds the source by the run's --init-from,
+    which a resumed run keeps)."""
     photos = need_shared("data", "photos")
     base = dict(preset="tiny", photos=[photos], batch=2, crop=64, workers=0, lr_milestones=(),
                 checkpoint_every=1, val_every=0, log_every=1000)
@@ -72,6 +73,8 @@ def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_p
     assert "int8" in proc.stdout
     train(TrainConfig(variant="bisic", out=tmp_path / "bisic", steps=2, freeze="shared", init_from=source, **base),
           log=lambda _: None)
+    # resumed without --init-from, as a run resumed in a later session is: it still knows its source
+    train(TrainConfig(variant="bisic", out=tmp_path / "bisic", steps=3, freeze="shared", **base), log=lambda _: None)
     proc = run_cli("export", tmp_path / "bisic" / "checkpoint.pt", tmp_path / "bisic.safetensors", check=True)
     assert f"kept as stored in {source}" in proc.stdout
     src, out = load_file(source), load_file(tmp_path / "bisic.safetensors")

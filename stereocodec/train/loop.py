@@ -17,7 +17,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
@@ -490,6 +490,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
         if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
             raise ValueError(f"{ckpt_path} belongs to another variant, preset or number of levels; use another --out")
         model.load_state_dict(state["model"])
+        if not cfg.init_from:  # a resumed run still names the weights it started from (export's reference)
+            cfg = replace(cfg, init_from=state["train_config"].get("init_from"))
     elif cfg.init_from:
         message, prior_steps = warm_start(model, Path(cfg.init_from), lambdas)
         log(message)
