@@ -108,9 +108,15 @@ def _kind(path: Path) -> str:
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The file's tensors as every machine loads them (int8 rows multiplied out) and its metadata."""
-    raw, meta = _read_stored(path)
+    _, values, meta = _read_values(path)
+    return values, meta
+
+
+def _read_values(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """The tensors as the file stores them, the values they stand for, and the metadata."""
+    stored, meta = _read_stored(path)
     try:
-        return decode_tensors(raw), meta
+        return stored, decode_tensors(stored), meta
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
 
@@ -314,13 +320,7 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
     share those bytes with them (a small git delta, whatever the encodings). Returns how many
     tensors kept the reference's form.
     """
-    stored_ref, decoded_ref = {}, {}
-    if reference is not None:
-        stored_ref, _ = _read_stored(Path(reference))
-        try:
-            decoded_ref = decode_tensors(stored_ref)
-        except WeightsError as e:
-            raise WeightsError(f"{reference}: {e}") from None
+    stored_ref, decoded_ref, _ = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
     tensors, kept = {}, 0
     for name, t in model.state_dict().items():
         if _is_derived_buffer(name):

@@ -587,8 +587,8 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
                    encoding: str = "float16", reference: Path | None = None) -> dict:
     """Write shipped weights (safetensors in `encoding`, with metadata) from a training checkpoint.
 
-    Tensors equal to those of `reference` (default: `run_reference`) keep its stored form; the
-    metadata says how many (`tensors_kept_from`)."""
+    Tensors equal to those of `reference` (default: `run_reference`) keep its stored form. Returns
+    the metadata written, plus the `encoding`, the `reference` used and how many tensors it `kept`."""
     state = load_checkpoint(checkpoint)
     model = averaged_model(state)
     tc = state["train_config"]
