@@ -145,8 +145,6 @@ def encode_tensors(name: str, t: torch.Tensor, encoding: str) -> dict[str, torch
     """How one tensor is stored: `float32`, `float16`, or `int8` rows (for `_int8_rows` tensors: codes in
     -127..127 and one float32 scale per slice along the first axis, the rest as float16). Integer
     tensors stay as they are."""
-    if encoding not in ENCODINGS:
-        raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
     t = t.detach().cpu()
     if not t.is_floating_point():
         return {name: t.contiguous()}
@@ -320,6 +318,8 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
     share those bytes with them (a small git delta, whatever the encodings). Returns how many
     tensors kept the reference's form.
     """
+    if encoding not in ENCODINGS:  # checked once, and also when every tensor keeps the reference's form
+        raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
     stored_ref, decoded_ref, _ = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
     tensors, kept = {}, 0
     for name, t in model.state_dict().items():
