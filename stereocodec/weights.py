@@ -197,7 +197,7 @@ def infer_variant(sd: dict[str, torch.Tensor]) -> str | None:
 
 
 def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
-    """Read N, M, slices and hidden widths off a state dict's tensor shapes."""
+    """Read N, M, slices, latent, mid and hidden widths off a state dict's tensor shapes."""
     ctx = "context_prediction_list" if variant == "bisic" else "context_prediction_CKBD_list"
     slices = sum(1 for k in sd if k.startswith(ctx + ".") and k.endswith(".weight"))
     ep = "entropy_parameters_zero_means" if variant == "bisic" else "entropy_params_nonanchor_zero_means"
@@ -208,6 +208,7 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
         raise WeightsError(f"checkpoint has {slices} context slices, which does not fit a {variant} network of {Y} latent channels")
     C = _shape(sd, "chan_SAM.rb1.conv1.weight")
     latent = 0 if Y == N else Y
+    mid = _shape(sd, "Conv3DEncoder_B.0.weight")  # the 1/8-resolution layers: N in the release
     default_context = BiSICConfig(N=N, slices=slices, latent=latent).ch_channels
     return BiSICConfig(
         N=N,
@@ -219,6 +220,7 @@ def infer_config(sd: dict[str, torch.Tensor], variant: str) -> BiSICConfig:
         qualities=int(sd["gain"].shape[0]) if "gain" in sd else 0,
         latent=latent,
         context=0 if C == default_context else C,
+        mid=0 if mid == N else mid,
     )
 
 

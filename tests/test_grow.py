@@ -69,3 +69,27 @@ def test_warm_start_from_shipped_small_weights_grows_them() -> None:
     model = build_model("bisic-fast", preset_config("wide", "bisic-fast"))
     message, steps = warm_start(model, STORE / SHIPPED["bisic-fast"])
     assert "grown from 48 to 192 latent channels" in message and steps == 25451
+
+
+def test_wide_weights_grow_into_wide_mid_and_the_new_channels_learn() -> None:
+    """`wide-mid` widens the 1/8-resolution layers next to y: same output first, then the new
+    channels' outgoing weights (zero) get gradients."""
+    wide = load_weights(STORE / "bisic-fast-step63151.safetensors").model.float().eval()
+    torch.manual_seed(0)
+    mid = build_model("bisic-fast", preset_config("wide-mid", "bisic-fast")).eval()
+    grow(wide, mid)
+    x = torch.rand(1, 3, 2, 64, 64, generator=torch.Generator().manual_seed(3))
+    for quality in (0, 5):
+        with torch.no_grad():
+            before, after = wide(x, quality), mid(x, quality)
+        torch.testing.assert_close(after["x_hat"], before["x_hat"], atol=1e-5, rtol=0)
+        torch.testing.assert_close(after["likelihoods"]["y"], before["likelihoods"]["y"], atol=1e-6, rtol=0)
+    mid.train()
+    q = torch.tensor([5])
+    rd_loss(mid(x, q), x, torch.tensor([4096.0]))["loss"].mean().backward()
+    old = wide.config.mid_channels
+    into_y, out_of_mid = mid.Conv3DEncoder_B[2].weight, mid.Conv3DDecoder_A[2].weight  # (Y, mid), (mid, N): transposed
+    assert mid.config.mid_channels == 192 > old
+    assert torch.all(into_y[:, old:] == 0) and into_y.grad[:, old:].abs().sum() > 0
+    assert torch.all(out_of_mid[old:] == 0) and out_of_mid.grad[old:].abs().sum() > 0
+    assert mid.Conv3DDecoder_A[0].weight[:, old:].abs().sum() > 0  # fresh incoming weights

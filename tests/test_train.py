@@ -300,3 +300,39 @@ def test_validation_mixes_synthetic_and_real_items(tmp_path: Path) -> None:
     items = validation_items(val, 16)
     assert items.shape == (16, 3, 2, 64, 64)
     assert len({tuple(t.flatten()[:64].tolist()) for t in items}) == 16  # all different
+
+
+def test_a_run_grown_into_a_wider_preset_goes_on_as_one_run(tmp_path: Path) -> None:
+    """grow-run: same network output and moving average, Adam's moments and step carried on."""
+    from stereocodec.train.loop import averaged_model, load_checkpoint
+
+    photos = need_shared("data", "photos")
+    cfg = _config(tmp_path / "run", photos, 2)
+    cfg.preset = "tiny-wide"
+    train(cfg, log=lambda _: None)
+    source = tmp_path / "run" / "checkpoint.pt"
+    grown_dir = tmp_path / "mid"
+    proc = run_cli("grow-run", source, "--preset", "tiny-wide-mid", "--out", grown_dir, check=True)
+    assert "into tiny-wide-mid" in proc.stdout
+    old, new = load_checkpoint(source), load_checkpoint(grown_dir / "checkpoint.pt")
+    assert new["step"] == old["step"] == 2 and new["train_config"]["preset"] == "tiny-wide-mid"
+    x = torch.rand(1, 3, 2, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        before, after = averaged_model(old)(x, 3), averaged_model(new)(x, 3)
+    assert averaged_model(new).config.mid_channels == 32
+    torch.testing.assert_close(after["x_hat"], before["x_hat"], atol=1e-5, rtol=0)
+    moments = [(o, n) for o, n in zip(old["optimizer"]["state"].values(), new["optimizer"]["state"].values())
+               if o["exp_avg"].shape != n["exp_avg"].shape]
+    assert len(moments) == 6  # the four weights and two biases that are mid channels wide
+    for o, n in moments:
+        block = tuple(slice(0, s) for s in o["exp_avg"].shape)
+        assert torch.equal(n["exp_avg"][block], o["exp_avg"]) and torch.equal(n["exp_avg_sq"][block], o["exp_avg_sq"])
+        assert n["exp_avg_sq"].min() > 0  # new entries start at a typical second moment, not at zero
+    cfg = _config(grown_dir, photos, 3)
+    cfg.preset = "tiny-wide-mid"
+    assert list(_losses(cfg)) == [3]
+    again = run_cli("grow-run", source, "--preset", "tiny-wide-mid", "--out", grown_dir)
+    assert again.returncode == 1 and "exists" in again.stderr and "Traceback" not in again.stderr
+    narrower = run_cli("grow-run", source, "--preset", "tiny", "--out", tmp_path / "tiny")
+    assert narrower.returncode == 1 and "does not grow" in narrower.stderr
+    assert not (tmp_path / "tiny").exists()

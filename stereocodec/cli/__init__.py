@@ -15,7 +15,7 @@ from ..errors import StereoCodecError
 from .batch_commands import batch, report
 from .codec_commands import decode, encode, estimate, info
 from .common import err
-from .train_commands import export, ship_weights, train
+from .train_commands import export, grow_run, ship_weights, train
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,7 +24,7 @@ def cli() -> None:
     """Learned stereo image codec (BiSIC / BiSIC-Fast): one .sbic file per stereo pair."""
 
 
-for command in (estimate, train, export, ship_weights, encode, decode, info, batch, report):
+for command in (estimate, train, grow_run, export, ship_weights, encode, decode, info, batch, report):
     cli.add_command(command)
 
 

@@ -91,6 +91,25 @@ def export(checkpoint: Path, output: Path, name: str | None, encoding: str, refe
     out.print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB, {encoding}{kept}): {meta['name']}", highlight=False)
 
 
+@click.command("grow-run")
+@click.argument("checkpoint", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@click.option("--preset", type=click.Choice(list(PRESETS)), required=True, help="The wider preset to grow into.")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="New run folder (must hold no checkpoint).")
+def grow_run(checkpoint: Path, preset: str, run_dir: Path) -> None:
+    """Grow a training run into a wider preset without changing what it computes; optimiser state,
+    moving average and step carry on, so `train --out OUT --preset PRESET` continues the same run."""
+    from ..io.images import InputError
+    from ..train.grow import GrowthError
+    from ..train.loop import grow_run as grow
+
+    try:
+        line = grow(checkpoint, run_dir, preset)
+    except (GrowthError, FileExistsError) as e:
+        raise InputError(str(e)) from None
+    out.print(line, highlight=False)
+
+
 @click.command("ship-weights")
 @click.argument("weights", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--store", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,

@@ -40,10 +40,15 @@ class BiSICConfig:
     qualities: int = 0  # number of quality levels with learned gain vectors (0: release)
     latent: int = 0  # channels of y per view (0: N, as the release)
     context: int = 0  # channels of the channel context per view (0: 8 c, as the release)
+    mid: int = 0  # channels of the 1/8-resolution layers next to y (0: N, as the release)
 
     @property
     def y_channels(self) -> int:
         return self.latent or self.N
+
+    @property
+    def mid_channels(self) -> int:
+        return self.mid or self.N
 
     @property
     def ch_channels(self) -> int:
@@ -128,15 +133,16 @@ class BiSICBase(nn.Module):
         super().__init__()
         self.config = config
         N, Y, K, c, C = config.N, config.y_channels, config.slices, config.c, config.ch_channels
+        H = config.mid_channels
         if Y % K or Y % N:
             raise ValueError(f"{Y} latent channels do not split into {K} slices or into groups of {N} channels")
         gelu = nn.GELU
         self.Conv3DEncoder_A = nn.Sequential(conv3d(3, N), gelu(), conv3d(N, N))
         self.En_Transfer_A = MutualAttention(N)
-        self.Conv3DEncoder_B = nn.Sequential(conv3d(N, N), gelu(), conv3d(N, Y))
+        self.Conv3DEncoder_B = nn.Sequential(conv3d(N, H), gelu(), conv3d(H, Y))
         self.En_Transfer_B = MutualAttention(N)
         self.De_Transfer_A = MutualAttention(N)
-        self.Conv3DDecoder_A = nn.Sequential(deconv3d(Y, N), gelu(), deconv3d(N, N))
+        self.Conv3DDecoder_A = nn.Sequential(deconv3d(Y, H), gelu(), deconv3d(H, N))
         self.De_Transfer_B = MutualAttention(N)
         self.Conv3DDecoder_B = nn.Sequential(deconv3d(N, N), gelu(), deconv3d(N, 3))
         self.hyperprior = Hyperprior(Y, config.M)

@@ -1,16 +1,17 @@
 """Function-preserving growth of a trained network into a wider preset (Net2Net-style widening).
 
 A trained `small` network (48 latent channels) and a `wide` one (192) differ only in the width of
-y, of the hyper-decoder's output, and of the inputs and hidden layers of the entropy model. Growth
-places every trained tensor inside the wider one so that the wide network first computes exactly
-what the narrow one did: the old reconstruction, and the old channels' likelihoods. The new
-channels start with freshly initialised encoder and entropy-model rows, and with zero weights
-wherever they feed an old output (the synthesis transform, the old channels' entropy parameters),
-so they cost a few bits and change nothing until training gives them a use.
+y, of the hyper-decoder's output, and of the inputs and hidden layers of the entropy model; `wide`
+and `wide-mid` only in the width of the 1/8-resolution layers next to y. Growth places every
+trained tensor inside the wider one so that the wide network first computes exactly what the
+narrow one did: the old reconstruction, and the old channels' likelihoods. New channels start
+with freshly initialised incoming weights, and with zero weights wherever they feed an old output
+(the synthesis transform, the old channels' entropy parameters), so they cost a few bits and
+change nothing until training gives them a use.
 
 Channel maps: old latent channel i becomes channel s * i (s = new Y / old Y), which keeps every
 channel in its slice and the stereo attention on the same channels (`BiSICBase.attend_latent`);
-every other widened space keeps its old channels first.
+every other widened space (the mid layers, hidden layers) keeps its old channels first.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class GrowthError(ValueError):
 def can_grow(old: BiSICConfig, new: BiSICConfig) -> bool:
     """Whether `grow` applies: same fixed sizes, and every grown width at least the old one
     (the latent width by a whole factor)."""
-    same = all(getattr(old, k) == getattr(new, k) for k in _FIXED)
+    same = all(getattr(old, k) == getattr(new, k) for k in _FIXED) and new.mid_channels >= old.mid_channels
     wider = all(all(b >= a for a, b in zip(getattr(old, k), getattr(new, k)))
                 and len(getattr(old, k)) == len(getattr(new, k)) for k in ("ep_hidden", "lrp_hidden", "cc_hidden"))
     return same and wider and new.y_channels % old.y_channels == 0 and old.ch_channels == new.ch_channels
@@ -126,6 +127,7 @@ def grow(old: BiSICBase, new: BiSICBase) -> int:
                           f"a {new.variant} network {asdict(new.config)}")
     spaces = _Spaces(old.config, new.config)
     old_sd, new_sd = old.state_dict(), new.state_dict()
+    transposed = {f"{n}.weight" for n, m in new.named_modules() if isinstance(m, torch.nn.ConvTranspose3d)}
     carried = 0
     for name, target in new_sd.items():
         source = old_sd.get(name)
@@ -145,19 +147,25 @@ def grow(old: BiSICBase, new: BiSICBase) -> int:
             target[:, cols] = source
         elif source.dim() == 1:
             target[rows] = source
-        elif name == "Conv3DDecoder_A.0.weight":  # transposed: dim 0 is the input, new inputs weigh nothing
-            target.zero_()
-            target[rows] = source
         else:
             cols = torch.arange(source.shape[1]) if cols is None else cols
-            old_out = target[rows]
-            old_out.zero_()  # old outputs see nothing of the new inputs
-            old_out[:, cols] = source
-            target[rows] = old_out
+            if name in transposed:  # (in, out, ...): the roles of the two dimensions swap
+                _embed(target.transpose(0, 1), source.transpose(0, 1), cols, rows)
+            else:
+                _embed(target, source, rows, cols)
         carried += 1
     new.load_state_dict(new_sd)
     _quiet_new_outputs(new, spaces)
     return carried
+
+
+def _embed(target: torch.Tensor, source: torch.Tensor, outputs: torch.Tensor, inputs: torch.Tensor) -> None:
+    """Write `source` (out, in, ...) at the old outputs x old inputs of `target` (in place, also
+    through a view); the old outputs see nothing of the new inputs, new outputs keep their values."""
+    block = target[outputs]
+    block.zero_()
+    block[:, inputs] = source
+    target[outputs] = block
 
 
 # Predicted scale of every new latent channel at the start: about the spread of the new channels'

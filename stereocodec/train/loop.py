@@ -11,6 +11,7 @@ first batch; exported weights are the exponential moving average of the trained 
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import time
@@ -34,7 +35,7 @@ from ..nn.presets import (DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDA
                           SHARED_PREFIXES, checked_lambdas)
 from ..weights import load_weights, save_weights
 from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_train_val
-from .grow import can_grow, grow
+from .grow import GrowthError, can_grow, grow
 
 CHECKPOINT_NAME = "checkpoint.pt"
 
@@ -150,11 +151,15 @@ def apply_freeze(model: BiSICBase, freeze: str) -> None:
         p.requires_grad_(not (freeze == "shared" and name.startswith(SHARED_PREFIXES)))
 
 
+def main_parameter_names(model: BiSICBase) -> list[str]:
+    """The parameters the main optimiser trains, in its order (the quantiles have their own)."""
+    return [n for n, p in model.named_parameters() if p.requires_grad and not n.endswith("entropy_bottleneck.quantiles")]
+
+
 def make_optimizers(model: BiSICBase, cfg: TrainConfig):
     aux_params = [model.hyperprior.entropy_bottleneck.quantiles]
-    main_params = [p for n, p in model.named_parameters()
-                   if p.requires_grad and not n.endswith("entropy_bottleneck.quantiles")]
-    opt = torch.optim.Adam(main_params, lr=cfg.lr)
+    params = dict(model.named_parameters())
+    opt = torch.optim.Adam([params[n] for n in main_parameter_names(model)], lr=cfg.lr)
     aux = torch.optim.Adam(aux_params, lr=cfg.aux_lr)
     milestones = sorted({max(1, int(f * cfg.steps)) for f in cfg.lr_milestones})
 
@@ -245,6 +250,11 @@ def load_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def run_config(state: dict) -> BiSICConfig:
+    """The network sizes of a training checkpoint (sizes added since it was written take their defaults)."""
+    return BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()})
+
+
 def steps_seen(state: dict) -> int:
     """Training steps behind a checkpoint's model: its own and those of the run it was warm-started from."""
     return int(state["step"]) + int(state.get("prior_steps", 0))
@@ -332,6 +342,59 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
         respread_gains(dict(model.named_parameters()), their_lambdas, lambdas)
         message += f"; level gains re-spread from lambdas {_lambda_list(their_lambdas)} to {_lambda_list(lambdas)}"
     return message, steps
+
+
+@torch.no_grad()
+def grow_run(source: Path, out: Path, preset: str) -> str:
+    """Write into `out` the run of checkpoint `source` grown into `preset` (`grow`): the grown
+    network, its moving average and Adam's moments carry on, with step, schedule and noise state,
+    so that `train --out OUT --preset PRESET` goes on as one run. Only widths whose old channels
+    come first can grow so (not the latent width: that grows through --init-from). Returns a log line."""
+    state = load_checkpoint(source)
+    old_config = run_config(state)
+    config = preset_config(preset, state["variant"], old_config.qualities)
+    if config.y_channels != old_config.y_channels or not can_grow(old_config, config):
+        raise GrowthError(f"the {state['train_config']['preset']} run in {source} does not grow into the "
+                          f"{preset} preset as one run (only wider mid and hidden layers do)")
+    torch.manual_seed(int(state["step"]))  # the new channels' first weights
+    old = build_model(state["variant"], old_config)
+    old.load_state_dict(state["model"])
+    model = build_model(state["variant"], config)
+    carried = grow(old, model)
+    average = copy.deepcopy(model)  # the average's new entries start where the weights do
+    if state.get("average"):
+        grow(averaged_model(state), average)
+    cfg = dict(state["train_config"], preset=preset, out=str(out))
+    apply_freeze(model, cfg.get("freeze", "none"))
+    names = main_parameter_names(model)
+    optimizer = copy.deepcopy(state["optimizer"])
+    shapes = dict(model.named_parameters())
+    for index, moments in optimizer["state"].items():
+        target = shapes[names[index]].shape
+        for key, fill in (("exp_avg", 0.0), ("exp_avg_sq", None)):
+            if moments[key].shape != target:
+                moments[key] = _leading_block(moments[key], target, fill)
+    grown = dict(state, model_config=asdict(config), train_config=cfg, model=model.state_dict(), optimizer=optimizer,
+                 average=dict(state["average"], params={n: p.detach().clone() for n, p in average.named_parameters()})
+                 if state.get("average") else None)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / CHECKPOINT_NAME
+    if target.exists():
+        raise FileExistsError(f"{target} exists: grow into an empty folder")
+    tmp = target.with_suffix(".tmp")
+    torch.save(grown, tmp)
+    os.replace(tmp, target)
+    return (f"grew {source} (step {steps_seen(state)}) from {state['train_config']['preset']} into {preset}: "
+            f"{carried} tensors carried, {sum(p.numel() for p in model.parameters()):,} parameters; "
+            f"resume with train --out {out} --preset {preset}")
+
+
+def _leading_block(old: torch.Tensor, shape: torch.Size, fill: float | None) -> torch.Tensor:
+    """A moment tensor of `shape` holding `old` in its leading block (where `grow` put the old
+    channels) and `fill` elsewhere (None: the mean of `old`, a typical second moment)."""
+    grown = torch.full(shape, float(old.mean()) if fill is None else fill, dtype=old.dtype)
+    grown[tuple(slice(0, n) for n in old.shape)] = old
+    return grown
 
 
 def _lambda_list(lambdas: Sequence[float]) -> str:
@@ -487,7 +550,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     start = prior_steps = 0
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if state is not None:
-        if state["variant"] != cfg.variant or state["model_config"] != asdict(model.config):
+        if state["variant"] != cfg.variant or run_config(state) != model.config:
             raise ValueError(f"{ckpt_path} belongs to another variant, preset or number of levels; use another --out")
         model.load_state_dict(state["model"])
         if not cfg.init_from:  # a resumed run still names the weights it started from (export's reference)
@@ -565,8 +628,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
 def averaged_model(state: dict) -> BiSICBase:
     """The network a training checkpoint describes, with its moving-average weights where it has them
     (what export writes and what validation measures), not the last step's noisy ones."""
-    config = BiSICConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["model_config"].items()})
-    model = build_model(state["variant"], config)
+    model = build_model(state["variant"], run_config(state))
     model.load_state_dict(state["model"])
     if state.get("average"):
         with torch.no_grad():
