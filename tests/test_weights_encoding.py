@@ -60,10 +60,10 @@ def test_unchanged_tensors_keep_the_reference_files_bytes(tmp_path: Path) -> Non
                        model.state_dict()[next(iter(changed))].half().float())
 
 
-def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_path: Path) -> None:
+def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_path: Path, monkeypatch) -> None:
     """BiSIC trained on int8 BiSIC-Fast weights with --freeze shared: its export, in float16, holds the
     shared tensors as the same int8 codes and scales (the export finds the source by the run's --init-from,
-    which a resumed run keeps)."""
+    which a resumed run keeps, also when that path is relative and export runs from another folder)."""
     photos = need_shared("data", "photos")
     base = dict(preset="tiny", photos=[photos], batch=2, crop=64, workers=0, lr_milestones=(),
                 checkpoint_every=1, val_every=0, log_every=1000)
@@ -71,12 +71,15 @@ def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_p
     source = tmp_path / "fast.safetensors"
     proc = run_cli("export", tmp_path / "fast" / "checkpoint.pt", source, "--encoding", "int8", check=True)
     assert "int8" in proc.stdout
-    train(TrainConfig(variant="bisic", out=tmp_path / "bisic", steps=2, freeze="shared", init_from=source, **base),
-          log=lambda _: None)
+    monkeypatch.chdir(tmp_path)  # the run names its paths relative to where it was started
+    train(TrainConfig(variant="bisic", out=Path("runs/bisic"), steps=2, freeze="shared", init_from=Path(source.name),
+                      **base), log=lambda _: None)
     # resumed without --init-from, as a run resumed in a later session is: it still knows its source
-    train(TrainConfig(variant="bisic", out=tmp_path / "bisic", steps=3, freeze="shared", **base), log=lambda _: None)
-    proc = run_cli("export", tmp_path / "bisic" / "checkpoint.pt", tmp_path / "bisic.safetensors", check=True)
-    assert f"kept as stored in {source}" in proc.stdout
+    train(TrainConfig(variant="bisic", out=Path("runs/bisic"), steps=3, freeze="shared", **base), log=lambda _: None)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    proc = run_cli("export", tmp_path / "runs" / "bisic" / "checkpoint.pt", tmp_path / "bisic.safetensors", check=True)
+    assert "kept as stored in" in proc.stdout and f"{source.name}" in proc.stdout
     src, out = load_file(source), load_file(tmp_path / "bisic.safetensors")
     shared = [n for n in out if n.startswith(SHARED_PREFIXES)]
     assert any(out[n].dtype == torch.int8 for n in shared)

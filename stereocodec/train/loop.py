@@ -331,7 +331,8 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
     if type(theirs) is type(model) and theirs.config != model.config and can_grow(theirs.config, model.config):
         carried = grow(theirs, model)
         message = (f"warm start from {source} ({steps} steps): grown from {theirs.config.y_channels} to "
-                   f"{model.config.y_channels} latent channels, {carried} of {len(mine)} tensors carried")
+                   f"{model.config.y_channels} latent channels and from {theirs.config.mid_channels} to "
+                   f"{model.config.mid_channels} mid channels, {carried} of {len(mine)} tensors carried")
         gains_carried = True
     else:
         shared = {k: v for k, v in theirs.state_dict().items() if k in mine and mine[k].shape == v.shape}
@@ -637,12 +638,22 @@ def averaged_model(state: dict) -> BiSICBase:
     return model.eval()
 
 
-def run_reference(state: dict) -> Path | None:
+def run_reference(state: dict, checkpoint: Path | None = None) -> Path | None:
     """The shipped weights a run warm-started from, when still on disk: tensors it left unchanged
-    (a `--freeze` run's) are exported in that file's stored form, byte for byte."""
+    (a `--freeze` run's) are exported in that file's stored form, byte for byte. A relative path
+    is tried from here and from the folder the run was started in (found from `checkpoint` and
+    the run's relative --out), so that export works from any folder."""
     source = state["train_config"].get("init_from")
-    path = Path(source) if source else None
-    return path if path is not None and path.suffix == ".safetensors" and path.is_file() else None
+    if not source or Path(source).suffix != ".safetensors":
+        return None
+    candidates = [Path(source)]
+    out = Path(state["train_config"].get("out") or ".")
+    if checkpoint is not None and not Path(source).is_absolute() and not out.is_absolute():
+        started_in = checkpoint.resolve().parent
+        for _ in out.parts:
+            started_in = started_in.parent
+        candidates.append(started_in / source)
+    return next((path for path in candidates if path.is_file()), None)
 
 
 def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: dict | None = None,
@@ -655,7 +666,7 @@ def export_weights(checkpoint: Path, out: Path, name: str | None = None, extra: 
     model = averaged_model(state)
     tc = state["train_config"]
     steps = steps_seen(state)
-    reference = reference if reference is not None else run_reference(state)
+    reference = reference if reference is not None else run_reference(state, checkpoint)
     meta = {
         "name": name or f"stereo-codec {tc['preset']} {state['variant']} step {steps}",
         "preset": tc["preset"],
