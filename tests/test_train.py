@@ -336,3 +336,33 @@ def test_a_run_grown_into_a_wider_preset_goes_on_as_one_run(tmp_path: Path) -> N
     narrower = run_cli("grow-run", source, "--preset", "tiny", "--out", tmp_path / "tiny")
     assert narrower.returncode == 1 and "does not grow" in narrower.stderr
     assert not (tmp_path / "tiny").exists()
+
+
+def test_bisic_takes_new_transforms_from_bisic_fast_and_its_entropy_model_from_an_earlier_bisic(tmp_path: Path) -> None:
+    """--init-from FAST --entropy-from BISIC: shared tensors from FAST, the rest from BISIC."""
+    from stereocodec.nn.models import build_model
+    from stereocodec.train.loop import SHARED_PREFIXES, preset_config, take_entropy_model, warm_start
+
+    photos = need_shared("data", "photos")
+    for variant in ("bisic-fast", "bisic"):
+        cfg = _config(tmp_path / variant, photos, 1)
+        cfg.variant, cfg.seed = variant, len(variant)
+        train(cfg, log=lambda _: None)
+        export_weights(tmp_path / variant / "checkpoint.pt", tmp_path / f"{variant}.safetensors")
+    model = build_model("bisic", preset_config("tiny", "bisic"))
+    warm_start(model, tmp_path / "bisic-fast.safetensors")
+    line = take_entropy_model(model, tmp_path / "bisic.safetensors")
+    assert "entropy model from" in line
+    fast = load_weights(tmp_path / "bisic-fast.safetensors").model.state_dict()
+    bisic = load_weights(tmp_path / "bisic.safetensors").model.state_dict()
+    params = dict(model.named_parameters())
+    shared = [n for n in params if n.startswith(SHARED_PREFIXES)]
+    own = [n for n in params if not n.startswith(SHARED_PREFIXES)]
+    assert shared and own and "chan_SAM.rb1.conv1.weight" in own  # tensors both variants have count as own
+    assert all(torch.equal(params[n], fast[n]) for n in shared)
+    assert all(torch.equal(params[n], bisic[n]) for n in own)
+    assert not torch.equal(fast["chan_SAM.rb1.conv1.weight"], bisic["chan_SAM.rb1.conv1.weight"])
+    proc = run_cli("train", "--variant", "bisic", "--preset", "tiny", "--out", tmp_path / "wrong", "--photos", photos,
+                   "--init-from", tmp_path / "bisic-fast.safetensors", "--entropy-from", tmp_path / "bisic-fast.safetensors",
+                   "--steps", "1", "--batch", "2", "--crop", "64", "--workers", "0")
+    assert proc.returncode == 1 and "holds a bisic-fast network" in proc.stderr and "Traceback" not in proc.stderr

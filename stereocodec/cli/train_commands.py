@@ -34,6 +34,10 @@ from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve
 @click.option("--log-every", type=int, default=10, show_default=True)
 @click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="Warm start a new run from a run's checkpoint or a .safetensors weights file (tensors of equal name and shape).")
+@click.option("--entropy-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
+              help="After --init-from, take the variant's own entropy model (every tensor outside the shared transforms, "
+                   "hyperprior and gains) from these weights of the same variant: a BiSIC on new BiSIC-Fast transforms "
+                   "starts from the BiSIC trained on the old ones.")
 @click.option("--freeze", type=click.Choice(list(FREEZE_CHOICES)), default="none", show_default=True,
               help="shared: keep the transforms, hyperprior and gains fixed and train only the variant's own entropy "
                    "model (BiSIC on BiSIC-Fast's transforms, with --init-from).")
@@ -99,15 +103,9 @@ def export(checkpoint: Path, output: Path, name: str | None, encoding: str, refe
 def grow_run(checkpoint: Path, preset: str, run_dir: Path) -> None:
     """Grow a training run into a wider preset without changing what it computes; optimiser state,
     moving average and step carry on, so `train --out OUT --preset PRESET` continues the same run."""
-    from ..io.images import InputError
-    from ..train.grow import GrowthError
     from ..train.loop import grow_run as grow
 
-    try:
-        line = grow(checkpoint, run_dir, preset)
-    except (GrowthError, FileExistsError) as e:
-        raise InputError(str(e)) from None
-    out.print(line, highlight=False)
+    out.print(grow(checkpoint, run_dir, preset), highlight=False)
 
 
 @click.command("ship-weights")

@@ -20,6 +20,7 @@ from dataclasses import asdict
 
 import torch
 
+from ..errors import StereoCodecError
 from ..nn.entropy_models import DERIVED_BUFFERS
 from ..nn.models import BiSICBase, BiSICConfig
 
@@ -38,7 +39,7 @@ _MLP_INPUTS = {
 _FIXED = ("N", "M", "slices", "qualities")
 
 
-class GrowthError(ValueError):
+class GrowthError(StereoCodecError):
     """The source network does not embed in the target one."""
 
 

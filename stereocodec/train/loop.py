@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from ..errors import StereoCodecError
 from ..io.pairs import find_pairs
 from ..nn.models import BiSICBase, BiSICConfig, build_model
 from ..nn.presets import (DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PAPER_LAMBDAS, PRESETS,
@@ -38,6 +39,10 @@ from .data import StereoPairDataset, SyntheticStereoDataset, photo_paths, split_
 from .grow import GrowthError, can_grow, grow
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+class RunError(StereoCodecError):
+    """A training run that cannot start as asked (data, folder, sources); one line for the user."""
 
 
 def preset_config(preset: str, variant: str, qualities: int = len(LAMBDAS)) -> BiSICConfig:
@@ -70,6 +75,7 @@ class TrainConfig:
     val_every: int = 500
     log_every: int = 10
     init_from: Path | None = None  # warm start: tensors of equal name and shape from another run
+    entropy_from: Path | None = None  # then the variant's own entropy model from weights of the same variant
     bf16: bool = False  # mixed precision: transforms in bfloat16, likelihoods in float32
     ema_decay: float = 0.999  # exported weights: exponential moving average of the trained ones
     freeze: str = "none"  # "shared": train only the variant's own entropy model (see SHARED_PREFIXES)
@@ -139,7 +145,7 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset]:
         if va:
             val_sets.append(StereoPairDataset(va, cfg.crop, seed=cfg.seed + 1))
     if not train_sets:
-        raise ValueError("no training data: pass --photos and/or --stereo folders with images")
+        raise RunError("no training data: pass --photos and/or --stereo folders with images")
     return ConcatDataset(train_sets), ConcatDataset(val_sets) if val_sets else ConcatDataset(train_sets)
 
 
@@ -320,13 +326,7 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
     this one without changing what it computes (`grow`); another variant (BiSIC from BiSIC-Fast)
     gives every tensor whose name and shape match. Gains trained at other lambdas than `lambdas`
     are re-spread to them (`respread_gains`). Returns a log line and the source's steps."""
-    if source.suffix == ".safetensors":
-        loaded = load_weights(source)
-        theirs, steps = loaded.model.float(), int(loaded.metadata.get("training_steps", 0))
-        their_lambdas = checked_lambdas(loaded.metadata.get("lambdas", PAPER_LAMBDAS))
-    else:
-        state = load_checkpoint(source)
-        theirs, steps, their_lambdas = averaged_model(state), steps_seen(state), run_lambdas(state)
+    theirs, steps, their_lambdas = _source_network(source)
     mine = model.state_dict()
     if type(theirs) is type(model) and theirs.config != model.config and can_grow(theirs.config, model.config):
         carried = grow(theirs, model)
@@ -343,6 +343,34 @@ def warm_start(model: BiSICBase, source: Path, lambdas: Sequence[float] = LAMBDA
         respread_gains(dict(model.named_parameters()), their_lambdas, lambdas)
         message += f"; level gains re-spread from lambdas {_lambda_list(their_lambdas)} to {_lambda_list(lambdas)}"
     return message, steps
+
+
+def _source_network(source: Path) -> tuple[BiSICBase, int, tuple[float, ...]]:
+    """The network of a warm-start source (a checkpoint's moving average, or shipped weights in
+    float32), the steps behind it and the lambdas it was trained at."""
+    if source.suffix == ".safetensors":
+        loaded = load_weights(source)
+        return (loaded.model.float(), int(loaded.metadata.get("training_steps", 0)),
+                checked_lambdas(loaded.metadata.get("lambdas", PAPER_LAMBDAS)))
+    state = load_checkpoint(source)
+    return averaged_model(state), steps_seen(state), run_lambdas(state)
+
+
+@torch.no_grad()
+def take_entropy_model(model: BiSICBase, source: Path) -> str:
+    """Copy the variant's own entropy model (every tensor outside SHARED_PREFIXES: context, channel
+    context, LRP, entropy parameters) from `source`, a network of the same variant, so that BiSIC
+    trained on earlier transforms starts from its trained entropy model on new ones. Returns a log line."""
+    theirs, steps, _ = _source_network(source)
+    if theirs.variant != model.variant:
+        raise RunError(f"{source} holds a {theirs.variant} network, not {model.variant}: its entropy model does not fit")
+    mine, their_sd = model.state_dict(), theirs.state_dict()
+    own = [n for n, _ in model.named_parameters() if not n.startswith(SHARED_PREFIXES)]
+    misfits = [n for n in own if n not in their_sd or their_sd[n].shape != mine[n].shape]
+    if misfits:
+        raise RunError(f"{source}: its entropy model has other sizes ({misfits[0]} and {len(misfits) - 1} more)")
+    model.load_state_dict({n: their_sd[n] for n in own}, strict=False)
+    return f"entropy model from {source} ({steps} steps): {len(own)} tensors"
 
 
 @torch.no_grad()
@@ -552,13 +580,15 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print, progress: Callab
     state = load_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if state is not None:
         if state["variant"] != cfg.variant or run_config(state) != model.config:
-            raise ValueError(f"{ckpt_path} belongs to another variant, preset or number of levels; use another --out")
+            raise RunError(f"{ckpt_path} belongs to another variant, preset or number of levels; use another --out")
         model.load_state_dict(state["model"])
         if not cfg.init_from:  # a resumed run still names the weights it started from (export's reference)
             cfg = replace(cfg, init_from=state["train_config"].get("init_from"))
     elif cfg.init_from:
         message, prior_steps = warm_start(model, Path(cfg.init_from), lambdas)
         log(message)
+    if state is None and cfg.entropy_from:
+        log(take_entropy_model(model, Path(cfg.entropy_from)))
     apply_freeze(model, cfg.freeze)
     opt, aux, sched = make_optimizers(model, cfg)
     average = WeightAverage(model, cfg.ema_decay)
