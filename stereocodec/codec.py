@@ -9,12 +9,13 @@ import numpy as np
 import torch
 
 from .coding.latent_codecs import StereoLatentCodec
+from .coding.refinement import RefinedLatent, level_lambda, refine_latent
 from .coding.range_coding import CODER
 from .container import Container, ContainerError, Stream, ViewInfo
 from .io.images import InputError, View, check_pair, padded_size, pair_tensor, to_uint8
 from .limits import check_size, min_y_bytes
 from .nn.models import BiSICBase
-from .nn.presets import DEFAULT_QUALITY
+from .nn.presets import DEFAULT_QUALITY, PAPER_LAMBDAS
 from .store import shipped_before
 from .weights import LoadedWeights
 
@@ -26,6 +27,7 @@ class Encoded:
     left: np.ndarray | None  # the reconstruction every decoder of this file produces (uint8 HWC)
     right: np.ndarray | None  # (None when encode was asked not to reconstruct)
     information_bits: float  # ideal payload size under the coding models
+    refinement: RefinedLatent | None = None  # what latent refinement did (when the codec refines)
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,12 @@ def resolve_quality(model: BiSICBase, quality: float | None) -> tuple[float, flo
 class Codec:
     """A loaded network ready to encode and decode stereo pairs."""
 
-    def __init__(self, weights: LoadedWeights, max_pixels: int | None = None) -> None:
-        """`max_pixels` per view: None for the default limit and the free-memory check."""
+    def __init__(self, weights: LoadedWeights, max_pixels: int | None = None, refine_steps: int = 0) -> None:
+        """`max_pixels` per view: None for the default limit and the free-memory check.
+        `refine_steps`: encoder-side latent refinement steps per encode (`coding.refinement`; 0: none)."""
         self.weights = weights
         self.max_pixels = max_pixels
+        self.refine_steps = refine_steps
         self.model = weights.model.eval()
         self.latents = StereoLatentCodec(self.model)
         self._last_analysis: tuple[bytes, torch.Tensor] | None = None
@@ -99,7 +103,14 @@ class Codec:
         h, w = left.pixels.shape[:2]
         self.check_size(h, w)
         x = pair_tensor(left.pixels, right.pixels).to(self.device)
-        coded = self.latents.compress(x, q, reconstruct, self._analysis(left, right, x))
+        y, refined = self._analysis(left, right, x), None
+        if self.refine_steps:
+            if q is None:
+                raise InputError("latent refinement needs variable-rate weights (they record each level's lambda)")
+            lam = level_lambda(self.weights.metadata.get("lambdas", PAPER_LAMBDAS), q)
+            refined = refine_latent(self.model, x, y, q, lam, self.refine_steps)
+            y = refined.y
+        coded = self.latents.compress(x, q, reconstruct, y)
         ph, pw = padded_size(h, w)
         container = Container(
             variant=self.model.variant,
@@ -115,7 +126,7 @@ class Codec:
             quality_thousandths=thousandths,
         )
         rec_l, rec_r = to_uint8(coded.x_hat, h, w) if reconstruct else (None, None)
-        return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits)
+        return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits, refined)
 
     @torch.no_grad()
     def _analysis(self, left: View, right: View, x: torch.Tensor) -> torch.Tensor:

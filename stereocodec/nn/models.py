@@ -246,6 +246,10 @@ class BiSICBase(nn.Module):
     def forward(self, x: torch.Tensor, quality: torch.Tensor | int | None = None) -> dict:
         """x: (B, 3, 2, H, W) in [0, 1], H and W multiples of 64."""
         y = self.scale_y(self.analysis(x).float(), quality)  # float32 under mixed precision
+        return self.forward_latent(y, quality)
+
+    def forward_latent(self, y: torch.Tensor, quality: torch.Tensor | int | None = None) -> dict:
+        """The forward pass from the gained latent y on (what the encoder's latent refinement varies)."""
         hm, hs, z_hat, z_lik = self.hyperprior(y)
         c = self.config.c
         y_hat_done: list[torch.Tensor] = []
