@@ -170,6 +170,7 @@ class CodecSpec:
     weights: Path | None = None
     variant: str | None = None
     device: str = "cpu"
+    refine_steps: int = 0  # encoder-side latent refinement per encode (`Codec`)
 
     def check(self) -> None:
         """Fail once, before any pair is tried, when the weights file is missing (cheap: loads nothing)."""
@@ -185,12 +186,14 @@ class CodecSpec:
         """The network for `variant`; with a file's `fingerprint`, the stored weights that wrote it."""
         variant = variant or self.variant
         if self.weights is not None:
-            return Codec(load_weights(self.weights, variant, self.device))
-        if variant is None:
+            weights = load_weights(self.weights, variant, self.device)
+        elif variant is None:
             raise WeightsError("no weights: pass --weights or --variant")
-        if fingerprint is not None:
-            return Codec(load_for(variant, fingerprint, self.device))
-        return Codec(load_default(variant, self.device))
+        elif fingerprint is not None:
+            weights = load_for(variant, fingerprint, self.device)
+        else:
+            weights = load_default(variant, self.device)
+        return Codec(weights, refine_steps=self.refine_steps)
 
 
 CodecFactory = Callable[..., Codec]  # (variant, fingerprint=None) -> Codec

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -70,3 +71,17 @@ def test_encode_refine_on_the_command_line(tmp_path: Path) -> None:
                      "--bpp", "0.5", "--refine", "10")
     assert target.returncode == 1 and "--refine goes with --quality" in target.stderr
     assert "Traceback" not in target.stderr and not (tmp_path / "t.sbic").exists()
+
+
+def test_report_codes_sbic_with_refinement(tmp_path: Path) -> None:
+    stereo = need_shared("data", "stereo")
+    results = {}
+    for steps in ("0", "10"):
+        path = tmp_path / f"rd{steps}.json"
+        run_cli("report", stereo, "--codecs", "sbic", "--anchor", "sbic", "--max-side", "64", "--qualities", "sbic=5",
+                "--refine", steps, "--json", path, env={"OMP_NUM_THREADS": "1"}, check=True)
+        results[steps] = json.loads(path.read_text())["points"]
+    plain, refined = (sum(p["psnr"] for p in results[s]) / 3 for s in ("0", "10"))
+    assert len(results["10"]) == 3 and refined > plain + 0.2
+    proc = run_cli("report", stereo, "--codecs", "sbic,jpeg", "--bpp", "0.5", "--refine", "5")
+    assert proc.returncode == 1 and "--refine codes sbic at its levels" in proc.stderr

@@ -94,11 +94,11 @@ def _progress(unit: str) -> Progress | _LineProgress:
     )  # fmt: skip
 
 
-def _spec(weights: Path | None, variant: str | None) -> CodecSpec:
+def _spec(weights: Path | None, variant: str | None, refine_steps: int = 0) -> CodecSpec:
     """The network to load: --weights, or the shipped weights of --variant (default variant otherwise)."""
     from ..batch import CodecSpec
 
-    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT))
+    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT), refine_steps=refine_steps)
 
 
 def _mb(nbytes: int) -> str:
@@ -283,14 +283,16 @@ def target_gap_table(report: Report) -> Table:
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant for sbic (default {DEFAULT_VARIANT}).")
 @click.option("--max-side", type=int, default=None, metavar="N",
               help="Center-crop every pair to at most N x N pixels, N >= 1 (default: full size; for quick runs).")
+@click.option("--refine", "refine_steps", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
+              help="Code sbic with encoder-side latent refinement (as encode --refine; slow), at its levels only.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write every RD point, curve, BD-rate and target row as JSON (sbic's encode_seconds at a target: the whole search).")
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the RD points as CSV (target rows: see --json).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PSNR-vs-bpp plot (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite the --json/--csv/--plot files.")
-def report(in_dir: Path, codecs, anchor, qualities, size, bpp, psnr_db, weights, variant, max_side, json_path, csv_path, plot_path,
-           force) -> None:
+def report(in_dir: Path, codecs, anchor, qualities, size, bpp, psnr_db, weights, variant, max_side, refine_steps, json_path,
+           csv_path, plot_path, force) -> None:
     """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates.
 
     With --size, --bpp or --psnr (at most one), sbic is coded per pair at the quality that meets the target
@@ -320,15 +322,18 @@ def report(in_dir: Path, codecs, anchor, qualities, size, bpp, psnr_db, weights,
     """
     from ..eval.baselines import chroma_note
     from ..eval.report import parse_qualities, plan_report, plot_rd, run_report
-    from ..io.images import check_output, write_bytes
+    from ..io.images import InputError, check_output, write_bytes
     from ..rate_control import Target
 
     target = Target.from_options(size, bpp, psnr_db)
+    if target is not None and refine_steps:
+        raise InputError("--refine codes sbic at its levels, not at a target (each trial encode would refine)")
     for path in (json_path, csv_path, plot_path):
         if path is not None:
             check_output(path, force)  # before the long run, not after it
     names = None if codecs is None else [c.strip() for c in codecs.split(",") if c.strip()]
-    plan = plan_report(in_dir, names, anchor, parse_qualities(list(qualities)), max_side, _spec(weights, variant), target)
+    plan = plan_report(in_dir, names, anchor, parse_qualities(list(qualities)), max_side,
+                       _spec(weights, variant, refine_steps), target)
     for note in plan.notes:
         notice(note)
     with _progress("codings") as progress:
