@@ -379,6 +379,9 @@ def grow_run(source: Path, out: Path, preset: str) -> str:
     network, its moving average and Adam's moments carry on, with step, schedule and noise state,
     so that `train --out OUT --preset PRESET` goes on as one run. Only widths whose old channels
     come first can grow so (not the latent width: that grows through --init-from). Returns a log line."""
+    target = out / CHECKPOINT_NAME
+    if target.exists():
+        raise FileExistsError(f"{target} exists: grow into a folder without a checkpoint")
     state = load_checkpoint(source)
     old_config = run_config(state)
     config = preset_config(preset, state["variant"], old_config.qualities)
@@ -399,17 +402,14 @@ def grow_run(source: Path, out: Path, preset: str) -> str:
     optimizer = copy.deepcopy(state["optimizer"])
     shapes = dict(model.named_parameters())
     for index, moments in optimizer["state"].items():
-        target = shapes[names[index]].shape
+        shape = shapes[names[index]].shape
         for key, fill in (("exp_avg", 0.0), ("exp_avg_sq", None)):
-            if moments[key].shape != target:
-                moments[key] = _leading_block(moments[key], target, fill)
+            if moments[key].shape != shape:
+                moments[key] = _leading_block(moments[key], shape, fill)
     grown = dict(state, model_config=asdict(config), train_config=cfg, model=model.state_dict(), optimizer=optimizer,
                  average=dict(state["average"], params={n: p.detach().clone() for n, p in average.named_parameters()})
                  if state.get("average") else None)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / CHECKPOINT_NAME
-    if target.exists():
-        raise FileExistsError(f"{target} exists: grow into an empty folder")
     tmp = target.with_suffix(".tmp")
     torch.save(grown, tmp)
     os.replace(tmp, target)
