@@ -108,7 +108,7 @@ class Codec:
             if q is None:
                 raise InputError("latent refinement needs variable-rate weights (they record each level's lambda)")
             lam = level_lambda(self.weights.metadata.get("lambdas", PAPER_LAMBDAS), q)
-            refined = refine_latent(self.model, x, y, q, lam, self.refine_steps)
+            refined = refine_latent(self.model, x, y, q, lam, self.refine_steps, size=(h, w))
             y = refined.y
         coded = self.latents.compress(x, q, reconstruct, y)
         ph, pw = padded_size(h, w)

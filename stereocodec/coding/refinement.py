@@ -38,18 +38,23 @@ def level_lambda(lambdas: Sequence[float], quality: float) -> float:
     return math.exp((1 - t) * math.log(lambdas[low]) + t * math.log(lambdas[high]))
 
 
-def rd_loss(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float) -> torch.Tensor:
-    """lambda * MSE + bits per pixel (both views) of coding latent y; relaxed in train mode."""
+def rd_loss(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float,
+            size: tuple[int, int] | None = None) -> torch.Tensor:
+    """lambda * MSE + bits per pixel (both views) of coding latent y; relaxed in train mode. `size`:
+    the views' (height, width) inside the padded x, the only pixels whose error counts."""
     out = model.forward_latent(model.scale_y(y, quality), quality)
-    pixels = x.shape[0] * x.shape[2] * x.shape[3] * x.shape[4]
+    h, w = size or x.shape[-2:]
     bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
     x_hat = out["x_hat"] if model.training else out["x_hat"].clamp(0, 1)
-    return lam * ((x_hat - x) ** 2).mean() + bits / pixels
+    mse = ((x_hat - x)[..., :h, :w] ** 2).mean()
+    return lam * mse + bits / (x.shape[0] * x.shape[2] * h * w)
 
 
 def refine_latent(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float, steps: int,
-                  lr: float = 0.05, check_every: int = 10, seed: int = 0) -> RefinedLatent:
-    """Refine the analysis latent `y` of pair `x` (1, 3, 2, H, W) for coding at `quality` (see module)."""
+                  size: tuple[int, int] | None = None, lr: float = 0.05, check_every: int = 10,
+                  seed: int = 0) -> RefinedLatent:
+    """Refine the analysis latent `y` of pair `x` (1, 3, 2, H, W; views of `size` inside it) for
+    coding at `quality` (see the module)."""
     was_training = model.training
     devices = [x.device] if x.device.type == "cuda" else []
     best = y.detach().clone()
@@ -58,20 +63,20 @@ def refine_latent(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: f
             torch.manual_seed(seed)
             model.eval()
             with torch.no_grad():
-                start = best_loss = float(rd_loss(model, x, best, quality, lam))
+                start = best_loss = float(rd_loss(model, x, best, quality, lam, size))
             variable = best.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([variable], lr=lr)
             for step in range(1, steps + 1):
                 model.train()
                 with torch.enable_grad():
-                    loss = rd_loss(model, x, variable, quality, lam)
+                    loss = rd_loss(model, x, variable, quality, lam, size)
                     (grad,) = torch.autograd.grad(loss, [variable])
                 variable.grad = grad
                 optimizer.step()
                 if step % check_every == 0 or step == steps:
                     model.eval()
                     with torch.no_grad():
-                        real = float(rd_loss(model, x, variable, quality, lam))
+                        real = float(rd_loss(model, x, variable, quality, lam, size))
                     if real < best_loss:
                         best_loss, best = real, variable.detach().clone()
     finally:
