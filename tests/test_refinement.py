@@ -85,3 +85,12 @@ def test_report_codes_sbic_with_refinement(tmp_path: Path) -> None:
     assert len(results["10"]) == 3 and refined > plain + 0.2
     proc = run_cli("report", stereo, "--codecs", "sbic,jpeg", "--bpp", "0.5", "--refine", "5")
     assert proc.returncode == 1 and "--refine codes sbic at its levels" in proc.stderr
+
+
+def test_bisic_refines_too_and_its_file_decodes_to_the_encoders_reconstruction() -> None:
+    codec = Codec(load_default("bisic"), refine_steps=10)
+    left, right = read_view(IDENTITY / "left.png"), read_view(IDENTITY / "right.png")
+    encoded = codec.encode(left, right, 5)
+    assert encoded.refinement.loss_after < encoded.refinement.loss_before
+    decoded = Codec(load_default("bisic")).decode(encoded.data)
+    assert np.array_equal(decoded.left, encoded.left) and np.array_equal(decoded.right, encoded.right)
