@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..nn.losses import rate_distortion
 from ..nn.models import BiSICBase
 
 
@@ -38,16 +39,14 @@ def level_lambda(lambdas: Sequence[float], quality: float) -> float:
     return math.exp((1 - t) * math.log(lambdas[low]) + t * math.log(lambdas[high]))
 
 
-def rd_loss(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float,
-            size: tuple[int, int] | None = None) -> torch.Tensor:
-    """lambda * MSE + bits per pixel (both views) of coding latent y; relaxed in train mode. `size`:
-    the views' (height, width) inside the padded x, the only pixels whose error counts."""
+def latent_loss(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float,
+                size: tuple[int, int] | None = None) -> torch.Tensor:
+    """The training objective of coding latent y of pair x (relaxed in train mode; in eval mode on
+    the rounded latent and the clamped reconstruction, as the decoder gives it)."""
     out = model.forward_latent(model.scale_y(y, quality), quality)
-    h, w = size or x.shape[-2:]
-    bits = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values())
-    x_hat = out["x_hat"] if model.training else out["x_hat"].clamp(0, 1)
-    mse = ((x_hat - x)[..., :h, :w] ** 2).mean()
-    return lam * mse + bits / (x.shape[0] * x.shape[2] * h * w)
+    if not model.training:
+        out = out | {"x_hat": out["x_hat"].clamp(0, 1)}
+    return rate_distortion(out, x, lam, size)["loss"].mean()
 
 
 def refine_latent(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: float, lam: float, steps: int,
@@ -63,20 +62,20 @@ def refine_latent(model: BiSICBase, x: torch.Tensor, y: torch.Tensor, quality: f
             torch.manual_seed(seed)
             model.eval()
             with torch.no_grad():
-                start = best_loss = float(rd_loss(model, x, best, quality, lam, size))
+                start = best_loss = float(latent_loss(model, x, best, quality, lam, size))
             variable = best.clone().requires_grad_(True)
             optimizer = torch.optim.Adam([variable], lr=lr)
             for step in range(1, steps + 1):
                 model.train()
                 with torch.enable_grad():
-                    loss = rd_loss(model, x, variable, quality, lam, size)
+                    loss = latent_loss(model, x, variable, quality, lam, size)
                     (grad,) = torch.autograd.grad(loss, [variable])
                 variable.grad = grad
                 optimizer.step()
                 if step % check_every == 0 or step == steps:
                     model.eval()
                     with torch.no_grad():
-                        real = float(rd_loss(model, x, variable, quality, lam, size))
+                        real = float(latent_loss(model, x, variable, quality, lam, size))
                     if real < best_loss:
                         best_loss, best = real, variable.detach().clone()
     finally:

@@ -31,6 +31,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from ..errors import StereoCodecError
 from ..io.pairs import find_pairs
+from ..nn.losses import rate_distortion
 from ..nn.models import BiSICBase, BiSICConfig, build_model
 from ..nn.presets import (DEFAULT_PRESET, DEFAULT_SLICES, FREEZE_CHOICES, LAMBDAS, PAPER_LAMBDAS, PRESETS,
                           SHARED_PREFIXES, checked_lambdas)
@@ -83,14 +84,12 @@ class TrainConfig:
 
 
 def rd_loss(out: dict, x: torch.Tensor, lambdas: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The release's loss per item: lambda * (MSE_l + MSE_r) / 2 + (bpp_l + bpp_r) / 2."""
-    b, _, _, h, w = x.shape
-    mse = ((out["x_hat"] - x) ** 2).mean(dim=(1, 3, 4))  # (B, 2) per view
-    bits = sum(-torch.log2(lik).sum(dim=(1, 3, 4)) for lik in out["likelihoods"].values())  # (B, 2)
-    bpp = bits / (h * w)
-    loss = lambdas * mse.mean(1) + bpp.mean(1)
-    psnr = 10 * torch.log10(1 / mse.detach().clamp_min(1e-10))
-    return {"loss": loss.mean(), "bpp": bpp.mean().detach(), "mse": mse.mean().detach(), "psnr": psnr.mean()}
+    """The batch's mean rate-distortion loss (`nn.losses.rate_distortion`) and its bpp, MSE and
+    PSNR (mean of the views')."""
+    stats = rate_distortion(out, x, lambdas)
+    mse = stats["mse"].detach()
+    psnr = 10 * torch.log10(1 / mse.clamp_min(1e-10))
+    return {"loss": stats["loss"].mean(), "bpp": stats["bpp"].mean().detach(), "mse": mse.mean(), "psnr": psnr.mean()}
 
 
 class _StepData(Dataset):
