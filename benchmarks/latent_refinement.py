@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from heldout import held_out_crops
 from stereocodec.codec import Codec
 from stereocodec.eval.bdrate import bd_psnr, bd_rate
 from stereocodec.eval.metrics import psnr
@@ -28,18 +28,9 @@ from stereocodec.io.images import View
 from stereocodec.store import load_default
 from stereocodec.weights import load_weights
 
-PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stereo"
-
-
 def crops(size: int) -> list[tuple[View, View]]:
     """One centred crop of each held-out pair."""
-    pairs = []
-    for pair in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
-        views = [np.asarray(Image.open(next(pair.glob(f"{side}.*"))).convert("RGB")) for side in ("left", "right")]
-        h, w = views[0].shape[:2]
-        y0, x0 = (h - size) // 2, (w - size) // 2
-        pairs.append(tuple(View(np.ascontiguousarray(v[y0:y0 + size, x0:x0 + size]), "RGB") for v in views))
-    return pairs
+    return [(View(left, "RGB"), View(right, "RGB")) for left, right in held_out_crops(size, (0.5,))]
 
 
 def measure(codec: Codec, pairs: list[tuple[View, View]], quality: int) -> tuple[float, float, float]:

@@ -16,16 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
+from heldout import held_out_crops
 from stereocodec.nn.presets import LAMBDAS
 from stereocodec.train.loop import averaged_model, load_checkpoint
 from stereocodec.weights import load_weights
-
-PAIRS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stereo"
-
 
 def load(path: Path) -> torch.nn.Module:
     if path.suffix == ".safetensors":
@@ -34,15 +31,9 @@ def load(path: Path) -> torch.nn.Module:
 
 
 def crops(size: int = 256) -> torch.Tensor:
-    items = []
-    for pair in sorted(p for p in PAIRS.iterdir() if p.is_dir()):
-        files = [next(pair.glob(f"{side}.*")) for side in ("left", "right")]
-        views = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255 for f in files]
-        h, w = views[0].shape[:2]
-        for y0, x0 in ((h // 2 - size // 2, w // 4 - size // 2), (h // 2 - size // 2, 3 * w // 4 - size // 2)):
-            v = [t[y0:y0 + size, x0:x0 + size].transpose(2, 0, 1) for t in views]
-            items.append(torch.from_numpy(np.stack(v, axis=1)))
-    return torch.stack(items)
+    """Two crops of each held-out pair (a quarter and three quarters across) as (N, 3, 2, H, W)."""
+    items = [np.stack([left, right], axis=-1).transpose(2, 3, 0, 1) for left, right in held_out_crops(size, (0.25, 0.75))]
+    return torch.from_numpy(np.stack(items).astype(np.float32) / 255)
 
 
 @torch.no_grad()
