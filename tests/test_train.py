@@ -75,6 +75,14 @@ def test_cli_train_refuses_lambdas_that_are_not_positive_and_increasing(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("option", ["--log-every", "--checkpoint-every", "--batch", "--steps", "--workers"])
+def test_cli_train_refuses_counts_out_of_range(tmp_path: Path, option: str) -> None:
+    """A count of 0 (or -1 workers) used to end as "internal error" (a division by zero) mid-run."""
+    proc = run_cli("train", "--out", tmp_path / "run", "--photos", tmp_path, option, "-1" if option == "--workers" else "0")
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: Invalid value for '{option}'")
+    assert len(proc.stderr.splitlines()) == 1 and not (tmp_path / "run").exists()
+
+
 def test_respread_keeps_trained_levels_and_blends_the_others() -> None:
     from stereocodec.train.loop import respread_table
 

@@ -1,4 +1,4 @@
-"""The training commands (train, export): argument parsing and presentation only."""
+"""The training commands (train, export, grow-run, ship-weights): argument parsing and presentation only."""
 
 from __future__ import annotations
 
@@ -13,25 +13,25 @@ from .common import DEFAULT_VARIANT, DEVICE_CHOICE, VARIANT_CHOICE, out, resolve
 @click.command()
 @click.option("--variant", type=VARIANT_CHOICE, default=DEFAULT_VARIANT, show_default=True)
 @click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-              help="Network sizes (stereocodec.train.loop.PRESETS): wide = 192 latent channels per view.")
+              help="Network sizes (stereocodec.nn.presets.PRESETS): wide = 192 latent channels per view.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder; an existing checkpoint there is resumed.")
 @click.option("--photos", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of single photos (synthetic stereo pairs).")
 @click.option("--stereo", type=click.Path(path_type=Path, file_okay=False), multiple=True, help="Folder of real stereo pairs (InStereo2K, KITTI, Cityscapes, Middlebury, left/+right/).")
-@click.option("--steps", type=int, default=100_000, show_default=True)
-@click.option("--batch", type=int, default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=100_000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--crop", type=int, default=256, show_default=True, help="Square crop size, a multiple of 64.")
 @click.option("--lr", type=float, default=1e-4, show_default=True)
 @click.option("--aux-lr", type=float, default=1e-3, show_default=True, help="Learning rate of the hyperprior's quantiles.")
-@click.option("--warmup", type=int, default=300, show_default=True, help="Steps of linear lr warm-up (also after --init-from).")
+@click.option("--warmup", type=click.IntRange(min=0), default=300, show_default=True, help="Steps of linear lr warm-up (also after --init-from).")
 @click.option("--bf16", is_flag=True, help="Mixed precision (bfloat16 transforms, float32 likelihoods): 1.3-1.5x faster "
               "per step on a CPU with AMX (benchmarks/bench_train_step.py); may be slower without bfloat16 support.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="Data loader processes.")
-@click.option("--threads", type=int, default=None, help="Torch CPU threads.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="Data loader processes.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch CPU threads.")
 @click.option("--device", type=DEVICE_CHOICE, default="auto", show_default=True)
-@click.option("--checkpoint-every", type=int, default=100, show_default=True)
-@click.option("--val-every", type=int, default=500, show_default=True)
-@click.option("--log-every", type=int, default=10, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--val-every", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--init-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="Warm start a new run from a run's checkpoint or a .safetensors weights file (tensors of equal name and shape).")
 @click.option("--entropy-from", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
