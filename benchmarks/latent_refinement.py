@@ -23,7 +23,7 @@ from rich.table import Table
 from heldout import held_out_crops
 from stereocodec.codec import Codec
 from stereocodec.eval.bdrate import bd_psnr, bd_rate
-from stereocodec.eval.metrics import psnr
+from stereocodec.metrics import psnr
 from stereocodec.io.images import View
 from stereocodec.store import load_default
 from stereocodec.weights import load_weights

@@ -19,6 +19,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,16 +29,17 @@ from .codec import Codec, resolve_quality
 from .coding.range_coding import CodingError
 from .container import Container
 from .errors import first_line
-from .eval.metrics import psnr
 from .io.images import InputError, View, check_pair, read_view, restore_mode, write_bytes, write_image
 from .io.pairs import find_pairs, is_image, list_files
 from .io.stereo_formats import is_mpo, read_mpo, split_sbs
-from .rate_control import SIZE_WINDOW, Target, encode_to_target
-from .store import default_entry, load_default, load_for
-from .weights import WeightsError, load_weights
+from .rate_control import SIZE_WINDOW, Target, encode_pair, pair_psnr
+from .store import default_entry, load_chosen
+from .weights import WeightsError
 
-ENCODE_LAYOUTS = ("pair", "mpo", "sbs", "sbs-cross")  # how a source holds its two views
-DECODE_LAYOUT = "sbic"
+# how a source holds its two views: two files, one MPO, one side-by-side image (parallel or cross-eyed)
+# or, to decode, one .sbic file
+Layout = Literal["pair", "mpo", "sbs", "sbs-cross", "sbic"]
+DECODE_LAYOUT: Layout = "sbic"
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class Source:
     """One stereo input: a pair of files, an MPO, a side-by-side image, or (to decode) a .sbic file."""
 
     name: str  # POSIX path relative to the searched root, without extension
-    layout: str  # one of ENCODE_LAYOUTS, or DECODE_LAYOUT
+    layout: Layout
     paths: tuple[Path, ...]
 
     def read(self) -> tuple[View, View]:
@@ -100,7 +102,7 @@ def find_sources(root: Path, sbs: str | None = None) -> list[Source]:
     sources += [Source(_relative_name(root, f), "mpo", (f,)) for f in list_files(root, is_mpo)]
     if sbs:
         paired = {f for p in pairs for f in (p.left, p.right)}
-        layout = "sbs" if sbs == "parallel" else "sbs-cross"
+        layout: Layout = "sbs" if sbs == "parallel" else "sbs-cross"
         sources += [Source(_relative_name(root, f), layout, (f,)) for f in list_files(root, is_image) if f not in paired]
     return _unique(sources)
 
@@ -184,15 +186,7 @@ class CodecSpec:
 
     def __call__(self, variant: str | None = None, fingerprint: bytes | None = None) -> Codec:
         """The network for `variant`; with a file's `fingerprint`, the stored weights that wrote it."""
-        variant = variant or self.variant
-        if self.weights is not None:
-            weights = load_weights(self.weights, variant, self.device)
-        elif variant is None:
-            raise WeightsError("no weights: pass --weights or --variant")
-        elif fingerprint is not None:
-            weights = load_for(variant, fingerprint, self.device)
-        else:
-            weights = load_default(variant, self.device)
+        weights = load_chosen(self.weights, variant or self.variant, fingerprint, self.device)
         return Codec(weights, refine_steps=self.refine_steps)
 
 
@@ -261,11 +255,6 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-def _bpp(container: Container, nbytes: int) -> float:
-    view = container.views[0]
-    return 8 * nbytes / (2 * view.height * view.width)
-
-
 def _valid_sbic(path: Path) -> bool:
     try:
         Container.from_bytes(path.read_bytes())
@@ -292,7 +281,7 @@ def _made_as_asked(existing: Container, nbytes: int, codec: Codec, quality: floa
         return existing.quality_value == resolve_quality(codec.model, quality)[0]
     if quality.kind == "psnr":
         return False
-    measured = nbytes if quality.kind == "size" else _bpp(existing, nbytes)
+    measured = nbytes if quality.kind == "size" else existing.bpp(nbytes)
     return quality.value * (1 - SIZE_WINDOW) <= measured <= quality.value
 
 
@@ -326,29 +315,25 @@ class _Runner:
             data = output.read_bytes()
             existing = Container.from_bytes(data)
             if _made_as_asked(existing, len(data), codec, self.quality):
-                return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=_bpp(existing, len(data)))
+                return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=existing.bpp(len(data)))
             # made with another variant, quality or weights than asked for now: redo it
         left, right = job.source.read()
-        if isinstance(self.quality, Target):
-            enc = encode_to_target(codec, left, right, self.quality).encoded
-            if self.verify and enc.left is None:  # a size search skips the synthesis: the same file once more with it
-                enc = codec.encode(left, right, enc.container.quality_value, reconstruct=True)
-        else:
-            enc = codec.encode(left, right, self.quality, reconstruct=self.verify)
-        quality = None
+        enc, _ = encode_pair(codec, left, right, self.quality, reconstruct=self.verify)
+        decoded_psnr = None
         if self.verify:
             dec = codec.decode(enc.data)
             if not (np.array_equal(dec.left, enc.left) and np.array_equal(dec.right, enc.right)):
                 raise CodingError("verify: the decoded views differ from the encoder's reconstruction")
-            quality = (psnr(left.pixels, dec.left) + psnr(right.pixels, dec.right)) / 2
+            decoded_psnr = pair_psnr(left, right, dec)
         output.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(output, enc.data, force=True)  # the decision to (re)write was made above
-        return Outcome(job.name, "done", image_bytes=image_bytes, sbic_bytes=len(enc.data), bpp=_bpp(enc.container, len(enc.data)), psnr=quality)
+        return Outcome(job.name, "done", image_bytes=image_bytes, sbic_bytes=len(enc.data),
+                       bpp=enc.container.bpp(len(enc.data)), psnr=decoded_psnr)
 
     def _decode(self, job: Job) -> Outcome:
         data = job.source.paths[0].read_bytes()
         container = Container.from_bytes(data)
-        bpp = _bpp(container, len(data))
+        bpp = container.bpp(len(data))
         if not self.force and all(_valid_image(p) for p in job.outputs):
             return Outcome(job.name, "skipped", image_bytes=sum(p.stat().st_size for p in job.outputs), sbic_bytes=len(data), bpp=bpp)
         dec = self.codec(container.variant, container.weights_fingerprint).decode(data)
@@ -385,8 +370,8 @@ def run_batch(
     """Run encode or decode jobs, in this process (workers=1) or in `workers` processes.
 
     `quality` is a quality or a rate_control.Target to meet for each pair.
-    `codec_factory(variant)` loads a network; each process calls it lazily, once per
-    variant. An existing valid output is kept when it was made with the variant, quality and
+    `codec_factory(variant, fingerprint)` loads a network; each process calls it lazily, once
+    per variant and weights. An existing valid output is kept when it was made with the variant, quality and
     weights asked for, and redone otherwise. Outcomes come in completion order; `force`
     redoes every pair.
     """

@@ -38,7 +38,6 @@ class Decoded:
 
 
 
-
 def split_quality(quality: float) -> tuple[int, int]:
     """(level, thousandths) of a quality on the continuous scale, rounded to 1/1000 of a level (what a file stores)."""
     level, thousandths = divmod(round(quality * 1000), 1000)

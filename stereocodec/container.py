@@ -102,6 +102,10 @@ class Container:
         """The quality on the continuous scale: the level, plus the fraction stored by v2 files."""
         return self.quality + self.quality_thousandths / 1000 if self.quality_thousandths else self.quality
 
+    def bpp(self, nbytes: int) -> float:
+        """Bits per pixel of `nbytes` (the whole file, or one stream) over both views' pixels."""
+        return 8 * nbytes / (2 * self.views[0].height * self.views[0].width)
+
     @property
     def version(self) -> int:
         """The format version this container is written in: 2 only when it needs the quality fraction."""

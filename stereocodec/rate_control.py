@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .codec import Codec, Encoded, network_quality
+from .codec import Codec, Decoded, Encoded, network_quality
 from .io.images import InputError, View
-from .eval.metrics import psnr
+from .metrics import psnr
 
 SIZE_WINDOW = 0.03  # a size target is met by a file at most 3 % smaller than it, never larger
 PSNR_SLACK_DB = 0.05  # a PSNR target is met at or above it; the search stops within this much above
@@ -34,11 +34,15 @@ class Target:
     value: float
 
     @classmethod
-    def from_options(cls, size: int | None, bpp: float | None, psnr_db: float | None) -> Target | None:
-        """The target of the CLI options --size/--bpp/--psnr (at most one of them), or None."""
+    def from_options(cls, size: int | None, bpp: float | None, psnr_db: float | None,
+                     quality: float | None = None) -> Target | None:
+        """The target of the CLI options --size/--bpp/--psnr (at most one of them, and not with
+        a --quality), or None."""
         given = [cls(kind, v) for kind, v in (("size", size), ("bpp", bpp), ("psnr", psnr_db)) if v is not None]
         if len(given) > 1:
             raise InputError("give one target: --size, --bpp or --psnr DB")
+        if given and quality is not None:
+            raise InputError("give either --quality or a target (--size, --bpp, --psnr DB)")
         if given and given[0].value <= 0:
             raise InputError(f"--{given[0].kind} must be positive")
         return given[0] if given else None
@@ -59,9 +63,23 @@ class Reached:
     note: str = ""  # set when the search stopped short of its window (a non-monotonic curve)
 
 
-def pair_psnr(left: View, right: View, enc: Encoded) -> float:
+def pair_psnr(left: View, right: View, coded: Encoded | Decoded) -> float:
     """The pair's PSNR as everywhere in stereo-codec: the mean of the two views' PSNR in dB."""
-    return (psnr(left.pixels, enc.left) + psnr(right.pixels, enc.right)) / 2
+    return (psnr(left.pixels, coded.left) + psnr(right.pixels, coded.right)) / 2
+
+
+def encode_pair(codec: Codec, left: View, right: View, setting: float | Target | None,
+                reconstruct: bool = False) -> tuple[Encoded, Reached | None]:
+    """Encode at a quality (None: the default), or at the quality that meets a target (with what
+    the search reached). `reconstruct` asks for the encoded views too: a size search skips the
+    synthesis, so its file is then made once more with it."""
+    if not isinstance(setting, Target):
+        return codec.encode(left, right, setting, reconstruct=reconstruct), None
+    reached = encode_to_target(codec, left, right, setting)
+    encoded = reached.encoded
+    if reconstruct and encoded.left is None:
+        encoded = codec.encode(left, right, reached.quality, reconstruct=True)
+    return encoded, reached
 
 
 def encode_to_target(codec: Codec, left: View, right: View, target: Target) -> Reached:

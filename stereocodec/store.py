@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 
 from .io.images import atomic_write
-from .nn.presets import ENV_WEIGHTS
 from .weights import LoadedWeights, WeightsError, load_weights
 
 STORE = "weights_store"  # folder of package data beside this module
@@ -91,6 +90,17 @@ def load_for(variant: str, fp: bytes, device: str | torch.device = "cpu") -> Loa
     of its variant (whose mismatch message then says where older weights are)."""
     entry = find(fp)
     return load_stored(entry, device) if entry is not None else load_default(variant, device)
+
+
+def load_chosen(path: Path | None, variant: str | None, fp: bytes | None = None,
+                device: str | torch.device = "cpu") -> LoadedWeights:
+    """The weights a command runs on: the file `path` when given (--weights); else the stored
+    weights that wrote a file (fingerprint `fp`), or the shipped default of `variant`."""
+    if path is not None:
+        return load_weights(path, variant, device)
+    if variant is None:
+        raise WeightsError("no weights: pass --weights or --variant")
+    return load_for(variant, fp, device) if fp is not None else load_default(variant, device)
 
 
 def default_weights_path(variant: str) -> Path:

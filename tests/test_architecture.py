@@ -17,12 +17,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stereocodec"
 # Stages along the data path, earliest first; a module may import its own stage or earlier ones.
 STAGES = (
     ("stereocodec", "stereocodec.errors"),
-    ("stereocodec.io",),
+    ("stereocodec.io", "stereocodec.metrics"),
     ("stereocodec.nn", "stereocodec.weights", "stereocodec.store"),
     ("stereocodec.coding",),
     ("stereocodec.container",),
     ("stereocodec.limits", "stereocodec.codec"),
-    ("stereocodec.batch", "stereocodec.batch_checks", "stereocodec.rate_control", "stereocodec.eval", "stereocodec.train"),  # tooling on top of the codec
+    ("stereocodec.batch", "stereocodec.batch_checks", "stereocodec.rate_control"),  # what the codec's commands use
+    ("stereocodec.eval", "stereocodec.train"),  # comparing and training, on top of all that
     ("stereocodec.cli", "stereocodec.__main__"),
 )
 BYTES_ONLY = "stereocodec.container"  # and everything it imports: no torch, no numpy

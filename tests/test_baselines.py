@@ -19,7 +19,7 @@ from stereocodec.eval.baselines import (
     yuv444_to_rgb,
 )
 from stereocodec.eval.bdrate import bd_psnr, bd_rate
-from stereocodec.eval.metrics import psnr
+from stereocodec.metrics import psnr
 
 PAIR_DIR = Path("/work/shared/data/stereo/foundation")
 H, W = 64, 96

@@ -230,3 +230,9 @@ def test_random_damage_only_raises_container_error() -> None:
             Container.from_bytes(bytes(damaged))
         except ContainerError:
             pass
+
+
+def test_bpp_spreads_bytes_over_both_views() -> None:
+    c = make_container()  # two views of 97 x 131
+    assert c.bpp(1000) == 8 * 1000 / (2 * 97 * 131)
+    assert c.bpp(len(c.to_bytes())) > c.bpp(sum(len(s.data) for s in c.streams))

@@ -13,7 +13,7 @@ import torch
 from conftest import need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.coding.refinement import level_lambda, refine_latent
-from stereocodec.eval.metrics import psnr
+from stereocodec.metrics import psnr
 from stereocodec.io.images import InputError, pair_tensor, read_view
 from stereocodec.store import load_default
 from stereocodec.weights import load_weights

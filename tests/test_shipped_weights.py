@@ -12,7 +12,7 @@ from PIL import Image
 from conftest import need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.io.images import View, read_view
-from stereocodec.eval.metrics import psnr
+from stereocodec.metrics import psnr
 from stereocodec.store import HISTORY, default_weights_path, load_default, load_stored, manifest, shipped_before, store_root
 
 VARIANTS = ("bisic-fast", "bisic")

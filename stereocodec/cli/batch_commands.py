@@ -144,7 +144,9 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--decode", is_flag=True, help="Decode the .sbic files under IN_DIR to PNG pairs instead.")
 @click.option("--sbs", is_flag=True, help="Also take every unpaired image as a side-by-side pair (left | right).")
 @click.option("--cross", is_flag=True, help="With --sbs: the side-by-side images are cross-eyed (right | left).")
-def batch(in_dir: Path, out_dir: Path, variant, quality, size, bpp, psnr_db, weights, workers, shard, verify, force, decode, sbs, cross) -> None:
+def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | None, size: int | None, bpp: float | None,
+          psnr_db: float | None, weights: Path | None, workers: int, shard: str | None, verify: bool, force: bool,
+          decode: bool, sbs: bool, cross: bool) -> None:
     """Compress every stereo pair under IN_DIR (pairs of files, .mpo, side-by-side) to OUT_DIR/<name>.sbic.
 
     Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed
@@ -156,9 +158,7 @@ def batch(in_dir: Path, out_dir: Path, variant, quality, size, bpp, psnr_db, wei
     from ..io.images import InputError
     from ..rate_control import Target
 
-    target = Target.from_options(size, bpp, psnr_db)
-    if target is not None and quality is not None:
-        raise InputError("give either --quality or a target (--size, --bpp, --psnr)")
+    target = Target.from_options(size, bpp, psnr_db, quality)
     if decode and (quality is not None or target is not None or verify or sbs):
         raise InputError("--quality, targets, --verify and --sbs apply to compression, not to --decode")
     if cross and not sbs:
@@ -232,6 +232,8 @@ def versus_table(report: Report) -> Table:
 
 def target_table(report: Report) -> Table:
     """Per pair, sbic at the target and every baseline at sbic's bpp (or PSNR), interpolated."""
+    from ..eval.report import target_gap
+
     rate = report.target.kind != "psnr"
     at = "bpp" if rate else "PSNR"
     table = Table(title=f"sbic at {report.target.describe()} per pair; the other codecs at sbic's {at}, interpolated on their settings")
@@ -248,7 +250,7 @@ def target_table(report: Report) -> Table:
                 table.add_row("", name, "out of range", "—", "—", "—", "—")
                 continue
             lo, hi = b.between
-            gap = s.psnr - b.psnr if rate else 100 * (s.bpp / b.bpp - 1)
+            gap = target_gap(s, b, report.target.kind)
             setting = f"{lo:g}" if lo == hi else f"{lo:g}–{hi:g}"
             table.add_row("", name, setting, f"{b.bpp:.4f}", f"{b.psnr:.2f}", f"{b.ms_ssim:.4f}", f"{gap:+.2f}" if rate else f"{gap:+.1f}")
         table.add_section()
@@ -281,7 +283,7 @@ def target_gap_table(report: Report) -> Table:
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file for sbic instead of the shipped ones (env {ENV_WEIGHTS}).")
 @click.option("--variant", type=VARIANT_CHOICE, default=None, help=f"Network variant for sbic (default {DEFAULT_VARIANT}).")
-@click.option("--max-side", type=int, default=None, metavar="N",
+@click.option("--max-side", type=click.IntRange(min=1), default=None, metavar="N",
               help="Center-crop every pair to at most N x N pixels, N >= 1 (default: full size; for quick runs).")
 @click.option("--refine", "refine_steps", type=click.IntRange(min=0), default=0, show_default=True, metavar="STEPS",
               help="Code sbic with encoder-side latent refinement (as encode --refine; slow), at its levels only.")
@@ -291,8 +293,9 @@ def target_gap_table(report: Report) -> Table:
               help="Write the RD points as CSV (target rows: see --json).")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a PSNR-vs-bpp plot (PNG).")
 @click.option("--force", is_flag=True, help="Overwrite the --json/--csv/--plot files.")
-def report(in_dir: Path, codecs, anchor, qualities, size, bpp, psnr_db, weights, variant, max_side, refine_steps, json_path,
-           csv_path, plot_path, force) -> None:
+def report(in_dir: Path, codecs: str | None, anchor: str | None, qualities: tuple[str, ...], size: int | None,
+           bpp: float | None, psnr_db: float | None, weights: Path | None, variant: str | None, max_side: int | None,
+           refine_steps: int, json_path: Path | None, csv_path: Path | None, plot_path: Path | None, force: bool) -> None:
     """Rate-distortion comparison of sbic and the baselines on the pairs under IN_DIR, with BD-rates.
 
     With --size, --bpp or --psnr (at most one), sbic is coded per pair at the quality that meets the target

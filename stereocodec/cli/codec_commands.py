@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -13,6 +14,9 @@ from .common import (
     DEFAULT_VARIANT, DEVICE_CHOICE, DEVICE_HELP, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out,
     resolve_device, size_targets, working,
 )
+
+if TYPE_CHECKING:
+    from ..weights import LoadedWeights
 
 
 @click.command()
@@ -25,7 +29,7 @@ from .common import (
               help="Quality 0.0-5.0 for variable-rate weights (as encode -q; default 3); release checkpoints have only 0.")
 @click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
-def estimate(left: Path, right: Path, weights: Path, variant: str | None, quality: int | None, device: str, as_json: bool) -> None:
+def estimate(left: Path, right: Path, weights: Path | None, variant: str | None, quality: float | None, device: str, as_json: bool) -> None:
     """The release's evaluation: estimated bpp (no bitstream), PSNR and MS-SSIM per view."""
     from ..eval.estimate import estimate_pair
     from ..io.images import check_pair, read_view
@@ -51,30 +55,11 @@ def estimate(left: Path, right: Path, weights: Path, variant: str | None, qualit
     out.print(table)
 
 
-def _weights(path: Path | None, variant: str | None, device: str, fingerprint: bytes | None = None):
-    """--weights if given; else the stored weights that wrote a file (`fingerprint`), or the default."""
-    from ..store import load_default, load_for
-    from ..weights import load_weights
+def _weights(path: Path | None, variant: str | None, device: str, fingerprint: bytes | None = None) -> LoadedWeights:
+    """`store.load_chosen`, with the CLI's default variant and device names."""
+    from ..store import load_chosen
 
-    if path is not None:
-        return load_weights(path, variant, resolve_device(device))
-    if fingerprint is not None:
-        return load_for(variant or DEFAULT_VARIANT, fingerprint, resolve_device(device))
-    return load_default(variant or DEFAULT_VARIANT, resolve_device(device))
-
-
-def _read_sbic(path: Path) -> bytes:
-    """A .sbic file's bytes; `-` reads standard input."""
-    from ..io.images import InputError
-
-    try:
-        return sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+    return load_chosen(path, variant or (None if path else DEFAULT_VARIANT), fingerprint, resolve_device(device))
 
 
 @click.command()
@@ -97,8 +82,9 @@ def _read_sbic(path: Path) -> bytes:
               help="Encoder-side latent refinement: STEPS optimiser steps on this pair's latent (60 steps: about 130x the plain "
                    "encode time for 60 steps; gains most at high quality). Any decoder reads the file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def encode(left: Path, right: Path, output: Path, variant, quality, weights, device, force, max_pixels, psnr_opt, size, bpp,
-           refine_steps, as_json) -> None:
+def encode(left: Path, right: Path, output: Path, variant: str | None, quality: float | None, weights: Path | None,
+           device: str, force: bool, max_pixels: int | None, psnr_opt: float | None, size: int | None, bpp: float | None,
+           refine_steps: int, as_json: bool) -> None:
     """Compress a stereo pair into one .sbic file, at a quality or at a target size, bpp or PSNR.
 
     Targets are met by bisection over the quality scale on real encodes (about 8-12 of them).
@@ -107,13 +93,11 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
 
     from ..codec import Codec
     from ..io.images import InputError, check_output, check_pair, read_view, write_bytes
-    from ..eval.metrics import psnr
     from ..io.outputs import encode_output, is_stdio
-    from ..rate_control import Target, encode_to_target
+    from ..metrics import psnr
+    from ..rate_control import Target, encode_pair, pair_psnr
 
-    target = Target.from_options(size, bpp, psnr_opt or None)
-    if target is not None and quality is not None:
-        raise InputError("give either --quality or a target (--size, --bpp, --psnr DB)")
+    target = Target.from_options(size, bpp, psnr_opt or None, quality)
     if target is not None and refine_steps:
         raise InputError("--refine goes with --quality, not with a target (each of the target's trial encodes would refine)")
     with_psnr = psnr_opt is not None
@@ -130,13 +114,7 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
     codec.check_size(*lv.pixels.shape[:2])  # refuse before the progress line and before any network runs
     t0 = time.perf_counter()
     with working(f"encoding {left.name} + {right.name}", lv.pixels.shape):
-        if target is None:
-            enc = codec.encode(lv, rv, quality, reconstruct=with_psnr)
-        else:
-            reached = encode_to_target(codec, lv, rv, target)
-            enc = reached.encoded
-            if with_psnr and enc.left is None:  # a size search skips the synthesis; the same file once more with it
-                enc = codec.encode(lv, rv, reached.quality, reconstruct=True)
+        enc, reached = encode_pair(codec, lv, rv, target or quality, reconstruct=with_psnr)
     seconds = time.perf_counter() - t0
     if is_stdio(output):
         sys.stdout.buffer.write(enc.data)
@@ -145,11 +123,11 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
         write_bytes(output, enc.data, force)
     h, w = lv.pixels.shape[:2]
     summary = {
-        "output": str(output), "bytes": len(enc.data), "bpp": 8 * len(enc.data) / (2 * h * w),
+        "output": str(output), "bytes": len(enc.data), "bpp": enc.container.bpp(len(enc.data)),
         "quality": enc.container.quality_value, "variant": enc.container.variant, "width": w, "height": h,
         "seconds": seconds,
     }
-    if target is not None:
+    if reached is not None:
         summary |= {"target": {"kind": target.kind, "value": target.value}, "encodes": reached.encodes}
     if with_psnr:
         summary |= {"psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right)}
@@ -161,8 +139,9 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
         return
     shown = err if is_stdio(output) else out
     if target is not None:
-        reached_text = {"size": f"{len(enc.data):,} bytes", "bpp": f"{summary['bpp']:.4f} bpp", "psnr": f"{(summary.get('psnr_left', 0) + summary.get('psnr_right', 0)) / 2:.2f} dB"}
-        shown.print(f"target {target.describe()}: reached {reached_text[target.kind]} at quality {enc.container.quality_value:g} "
+        reached_text = (f"{len(enc.data):,} bytes" if target.kind == "size" else f"{summary['bpp']:.4f} bpp"
+                        if target.kind == "bpp" else f"{pair_psnr(lv, rv, enc):.2f} dB")
+        shown.print(f"target {target.describe()}: reached {reached_text} at quality {enc.container.quality_value:g} "
                f"({reached.encodes} encodes)" + (f"; {reached.note}" if reached.note else ""), highlight=False)
     quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
     if enc.refinement is not None:
@@ -189,17 +168,18 @@ def encode(left: Path, right: Path, output: Path, variant, quality, weights, dev
 @click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP)
-def decode(input: Path, prefix, left_out, right_out, weights, device, force, max_pixels) -> None:
+def decode(input: Path, prefix: Path | None, left_out: Path | None, right_out: Path | None, weights: Path | None,
+           device: str, force: bool, max_pixels: int | None) -> None:
     """Decode a .sbic file (- reads standard input) back to its two views (original size and pixel mode)."""
     from ..codec import Codec
     from ..container import Container
     from ..io.images import check_output, restore_mode
-    from ..io.outputs import decode_outputs, write_images_together
+    from ..io.outputs import decode_outputs, read_input, write_images_together
 
     left_out, right_out = decode_outputs(input, prefix, left_out, right_out)
     for path in (left_out, right_out):
         check_output(path, force)
-    data = _read_sbic(input)
+    data = read_input(input)
     header = Container.from_bytes(data)
     codec = Codec(_weights(weights, header.variant, device, header.weights_fingerprint), max_pixels)
     codec.check_decodable(header)  # refuse before the progress line and before any network runs
@@ -218,18 +198,18 @@ def decode(input: Path, prefix, left_out, right_out, weights, device, force, max
 def info(input: Path, as_json: bool) -> None:
     """Show a .sbic file's header and streams (no weights needed)."""
     from ..container import Container
+    from ..io.outputs import read_input
 
-    data = _read_sbic(input)
+    data = read_input(input)
     c = Container.from_bytes(data)
     h, w = c.views[0].height, c.views[0].width
-    pixels = 2 * h * w
     report = {
-        "file": str(input), "bytes": len(data), "bpp": 8 * len(data) / pixels, "variant": c.variant,
+        "file": str(input), "bytes": len(data), "bpp": c.bpp(len(data)), "variant": c.variant,
         "quality": c.quality_value, "format_version": c.version, "weights": c.weights_name, "weights_fingerprint": c.weights_fingerprint.hex(),
         "coder": c.coder, "width": w, "height": h,
         "modes": [v.mode for v in c.views], "padded": [c.padded_height, c.padded_width],
         "header_bytes": c.header_size(), "symbols_checksum": f"{c.symbols_checksum:08x}",
-        "streams": [{"name": s.name, "bytes": len(s.data), "bpp": 8 * len(s.data) / pixels} for s in c.streams],
+        "streams": [{"name": s.name, "bytes": len(s.data), "bpp": c.bpp(len(s.data))} for s in c.streams],
     }
     if as_json:
         click.echo(json.dumps(report))
@@ -238,7 +218,7 @@ def info(input: Path, as_json: bool) -> None:
     table.add_column("part")
     table.add_column("bytes", justify="right")
     table.add_column("bits/pixel", justify="right")
-    table.add_row("header", str(report["header_bytes"]), f"{8 * report['header_bytes'] / pixels:.4f}")
+    table.add_row("header", str(report["header_bytes"]), f"{c.bpp(report['header_bytes']):.4f}")
     for s in report["streams"]:
         table.add_row(f"stream {s['name']}", str(s["bytes"]), f"{s['bpp']:.4f}")
     table.add_row("total", str(len(data)), f"{report['bpp']:.4f}", style="bold")

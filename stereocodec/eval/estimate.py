@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..io.images import pair_tensor, to_uint8
+from ..metrics import ms_ssim, psnr
 from ..nn.models import BiSICBase
-from .metrics import ms_ssim, psnr
 
 
 @torch.no_grad()
-def estimate_pair(model: BiSICBase, left, right, quality: int | None = None) -> dict:
+def estimate_pair(model: BiSICBase, left: np.ndarray, right: np.ndarray, quality: float | None = None) -> dict:
     """Estimated bpp (-log2 of the likelihoods, no bitstream) and PSNR / MS-SSIM per view.
 
     Pixels are counted at the original size; the pair is edge-padded to a multiple of 64

@@ -40,7 +40,7 @@ from ..io.images import InputError, View, atomic_write, check_output
 from ..rate_control import Reached, Target, encode_to_target
 from .baselines import ALL_CODECS, CODECS, SBIC, BaselineCodec, CodedPair, chroma_note
 from .bdrate import bd_rate
-from .metrics import ms_ssim, psnr
+from ..metrics import ms_ssim, psnr
 
 PREFERRED_ANCHOR = "hevc"  # the usual anchor of learned-codec papers, when it is among the codecs
 FALLBACK_ANCHOR = "jpeg"
@@ -428,17 +428,20 @@ def target_row(pair: str, sbic: RDPoint, reached: Reached, points: list[RDPoint]
     return TargetRow(pair, sbic, reached.encodes, reached.note, baselines)
 
 
+def target_gap(sbic: RDPoint, baseline: AtTarget, kind: str) -> float:
+    """sbic against a baseline at sbic's operating point: its bits in % more (a PSNR target,
+    `kind` "psnr") or its PSNR in dB more (a size or bpp target, where the rates are equal)."""
+    return 100 * (sbic.bpp / baseline.bpp - 1) if kind == "psnr" else sbic.psnr - baseline.psnr
+
+
 def target_gaps(rows: list[TargetRow], target: Target) -> dict[str, TargetGap]:
     """Per baseline, sbic's mean advantage over the pairs where both have a value (see `TargetGap`)."""
     gaps: dict[str, TargetGap] = {}
     for name in dict.fromkeys(n for r in rows for n in r.baselines):
-        both = [(r.sbic, r.baselines[name]) for r in rows if r.sbic is not None and r.baselines.get(name) is not None]
-        if target.kind == "psnr":
-            change = [100 * (s.bpp / b.bpp - 1) for s, b in both]
-            gaps[name] = TargetGap(len(both), None, float(np.mean(change)) if both else None)
-        else:
-            gain = [s.psnr - b.psnr for s, b in both]
-            gaps[name] = TargetGap(len(both), float(np.mean(gain)) if both else None, None)
+        both = [target_gap(r.sbic, r.baselines[name], target.kind) for r in rows
+                if r.sbic is not None and r.baselines.get(name) is not None]
+        mean = float(np.mean(both)) if both else None
+        gaps[name] = TargetGap(len(both), None, mean) if target.kind == "psnr" else TargetGap(len(both), mean, None)
     return gaps
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -14,7 +16,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import StereoCodecError, first_line
 
 PAD_MULTIPLE = 64
-MODES = ("RGB", "L", "RGBA")
 
 
 class InputError(StereoCodecError):
@@ -121,7 +122,7 @@ def check_output(path: Path, force: bool) -> None:
         raise InputError(f"{path.parent}: no such directory")
 
 
-def write_temp(path: Path, write) -> str:
+def write_temp(path: Path, write: Callable[[BinaryIO], object]) -> str:
     """Write to a temporary file beside `path`, so that one rename completes it; a permission or
     disk error is a one-line InputError and leaves nothing behind."""
     try:
@@ -142,7 +143,7 @@ def write_temp(path: Path, write) -> str:
     return tmp
 
 
-def atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through a temporary file in the same folder, then rename: never a half file."""
     tmp = write_temp(path, write)
     try:

@@ -22,6 +22,18 @@ def is_stdio(path: Path) -> bool:
     return str(path) == "-"
 
 
+def read_input(path: Path) -> bytes:
+    """A file's bytes (a .sbic to decode); `-` reads standard input."""
+    try:
+        return sys.stdin.buffer.read() if is_stdio(path) else path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror})") from None
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)

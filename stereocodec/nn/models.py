@@ -2,7 +2,7 @@
 
 `forward` is the release's forward pass (train and eval mode) so that parity with the
 released checkpoints can be tested; real coding lives in `stereocodec.coding`, which
-calls the per-slice pieces below (`hyper`, `slice_context`, `slice_params`, `lrp`).
+calls the per-slice pieces below (`hyperprior.decode`, `slice_context`, `slice_params`, `lrp`).
 """
 
 from __future__ import annotations
@@ -296,7 +296,8 @@ class BiSIC(BiSICBase):
     def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
         return to_views(self.context_prediction_list[k](y_ctx))
 
-    def slice_params(self, k, hm, hs, ctx, ch):
+    def slice_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor,
+                     ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if k == 0:
             return _params(self.entropy_parameters_zero_means, self.entropy_parameters_zero_scales, hm, hs, [ctx])
         return _params(
@@ -336,7 +337,8 @@ class BiSICFast(BiSICBase):
         anchors = anchor_mask(*y_ctx.shape[-2:], device=y_ctx.device)
         return to_views(self.context_prediction_CKBD_list[k](y_ctx * anchors))
 
-    def anchor_params(self, k, hm, hs, ch):
+    def anchor_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor,
+                      ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(means, scales) valid at anchor positions (they need no spatial context)."""
         if k == 0:
             return _params(self.entropy_params_anchor_zero_means, self.entropy_params_anchor_zero_scales, hm, hs, [])
@@ -344,7 +346,8 @@ class BiSICFast(BiSICBase):
             self.entropy_params_anchor_list_means[k - 1], self.entropy_params_anchor_list_scales[k - 1], hm, hs, [ch]
         )
 
-    def nonanchor_params(self, k, hm, hs, ctx, ch):
+    def nonanchor_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor,
+                         ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         if k == 0:
             return _params(
                 self.entropy_params_nonanchor_zero_means, self.entropy_params_nonanchor_zero_scales, hm, hs, [ctx]
@@ -355,7 +358,8 @@ class BiSICFast(BiSICBase):
             hm, hs, [ctx, ch],
         )
 
-    def slice_params(self, k, hm, hs, ctx, ch):
+    def slice_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor,
+                     ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
         mu_a, s_a = self.anchor_params(k, hm, hs, ch)
         mu_n, s_n = self.nonanchor_params(k, hm, hs, ctx, ch)

@@ -161,7 +161,8 @@ def main_parameter_names(model: BiSICBase) -> list[str]:
     return [n for n, p in model.named_parameters() if p.requires_grad and not n.endswith("entropy_bottleneck.quantiles")]
 
 
-def make_optimizers(model: BiSICBase, cfg: TrainConfig):
+def make_optimizers(model: BiSICBase, cfg: TrainConfig) -> tuple[torch.optim.Adam, torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
+    """The main optimiser (with its warm-up and step schedule) and the quantiles' own optimiser."""
     aux_params = [model.hyperprior.entropy_bottleneck.quantiles]
     params = dict(model.named_parameters())
     opt = torch.optim.Adam([params[n] for n in main_parameter_names(model)], lr=cfg.lr)
@@ -229,7 +230,8 @@ class WeightAverage:
                     p.copy_(saved[n])
 
 
-def save_checkpoint(path: Path, model, opt, aux, sched, step: int, cfg: TrainConfig, prior_steps: int = 0,
+def save_checkpoint(path: Path, model: BiSICBase, opt: torch.optim.Optimizer, aux: torch.optim.Optimizer,
+                    sched: torch.optim.lr_scheduler.LRScheduler, step: int, cfg: TrainConfig, prior_steps: int = 0,
                     average: WeightAverage | None = None) -> None:
     """`prior_steps`: the steps the warm-start source had seen, so exported weights count them all."""
     state = {
@@ -527,7 +529,8 @@ def compare_precisions(model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambd
 
 
 def train_step(net: torch.nn.Module, model: BiSICBase, x: torch.Tensor, q: torch.Tensor, lambdas: torch.Tensor,
-               opt, aux, sched, cfg: TrainConfig, distributed: bool = False,
+               opt: torch.optim.Optimizer, aux: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler,
+               cfg: TrainConfig, distributed: bool = False,
                average: WeightAverage | None = None) -> dict[str, float]:
     """One step on the RD loss and one on the quantile loss; `net` is `model` or its DDP wrapper.
 
