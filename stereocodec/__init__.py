@@ -1,3 +1,8 @@
 """stereo-codec: a learned stereo image codec built on the BiSIC networks."""
 
-__version__ = "0.1.0"
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("stereo-codec")  # one source of truth: pyproject.toml
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "unknown"

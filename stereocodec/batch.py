@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .batch_checks import unpaired_images, unpaired_note
 from .codec import Codec, resolve_quality
 from .coding.range_coding import CodingError
 from .container import Container
@@ -159,6 +160,25 @@ def plan_decode(in_dir: Path, out_dir: Path, shard: tuple[int, int] | None = Non
         base = Path(out_dir) / s.name
         jobs.append(Job(s, tuple(base.parent / f"{base.name}_{side}.png" for side in ("left", "right"))))
     return jobs
+
+
+def plan_jobs(in_dir: Path, out_dir: Path, decode: bool = False, shard: str | None = None,
+              sbs: str | None = None) -> tuple[list[Job], str | None]:
+    """The jobs of one batch command, this shard's share ("K/N"), and a note on the images no
+    pair uses (encoding). An empty plan is refused in one line, saying why."""
+    selected = parse_shard(shard) if shard else None
+    every, note = [], None
+    if decode:
+        jobs = plan_decode(in_dir, out_dir, selected)
+    else:
+        every = plan_batch(in_dir, out_dir, None, sbs)
+        jobs = select_shard(every, selected)
+        note = unpaired_note(in_dir, unpaired_images(in_dir, {p for j in every for p in j.source.paths}), bool(every))
+    if not jobs:
+        if note and not every:
+            raise InputError(note)
+        raise InputError(f"{in_dir}: no {'.sbic files' if decode else 'stereo pairs'} found" + (f" in shard {shard}" if shard else ""))
+    return jobs, note
 
 
 @dataclass(frozen=True)

@@ -83,12 +83,15 @@ class Codec:
 
     @property
     def device(self) -> torch.device:
+        """Where the networks run (and the coder's tensors live)."""
         return next(self.model.parameters()).device
 
     def quality_levels(self) -> int:
+        """How many trained quality levels the weights have (1 for release checkpoints)."""
         return self.model.config.qualities
 
     def default_quality(self) -> int:
+        """The level encode uses when none is asked for."""
         return resolve_quality(self.model, None)[0]
 
     def check_size(self, height: int, width: int) -> None:
@@ -96,6 +99,7 @@ class Codec:
         check_size(height, width, self.model.variant, self.device, self.max_pixels)
 
     def encode(self, left: View, right: View, quality: float | None = None, reconstruct: bool = True) -> Encoded:
+        """A pair to .sbic bytes at `quality`; `reconstruct` also returns the views every decoder of the file will produce."""
         check_pair(left, right)
         quality, q = resolve_quality(self.model, quality)
         level, thousandths = split_quality(quality)
@@ -157,6 +161,7 @@ class Codec:
             raise ContainerError(f"file was coded by {container.coder}; this stereo-codec uses {CODER}")
 
     def decode(self, data: bytes) -> Decoded:
+        """.sbic bytes back to the two views (checked against the file's weights and symbols checksum)."""
         return self.decode_container(Container.from_bytes(data))
 
     def decode_container(self, container: Container) -> Decoded:

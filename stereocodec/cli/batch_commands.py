@@ -152,8 +152,8 @@ def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | Non
     Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed
     (a pair whose --size/--bpp/--psnr target is out of reach fails with the reason).
     """
-    from ..batch import parse_shard, plan_batch, plan_decode, run_batch, select_shard
-    from ..batch_checks import check_writable_dir, unpaired_images, unpaired_note
+    from ..batch import plan_jobs, run_batch
+    from ..batch_checks import check_writable_dir
     from ..codec import resolve_quality
     from ..io.images import InputError
     from ..rate_control import Target
@@ -163,21 +163,10 @@ def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | Non
         raise InputError("--quality, targets, --verify and --sbs apply to compression, not to --decode")
     if cross and not sbs:
         raise InputError("--cross describes side-by-side images: use it with --sbs")
-    selected = parse_shard(shard) if shard else None
-    note = None
-    if decode:
-        jobs = plan_decode(in_dir, out_dir, selected)
-    else:
-        every = plan_batch(in_dir, out_dir, None, ("cross" if cross else "parallel") if sbs else None)
-        jobs = select_shard(every, selected)
-        note = unpaired_note(in_dir, unpaired_images(in_dir, {p for j in every for p in j.source.paths}), bool(every))
+    jobs, note = plan_jobs(in_dir, out_dir, decode, shard, ("cross" if cross else "parallel") if sbs else None)
     spec = _spec(weights, variant)
     if weights is not None or not decode:  # decoding without --weights loads each file's variant
         spec.check()
-    if not jobs:
-        if note and not every:
-            raise InputError(note)
-        raise InputError(f"{in_dir}: no {'.sbic files' if decode else 'stereo pairs'} found" + (f" in shard {shard}" if shard else ""))
     if not decode:  # once, here, rather than once per pair
         resolve_quality(spec().model, quality)
     check_writable_dir(out_dir)

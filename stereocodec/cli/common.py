@@ -40,6 +40,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_device(name: str) -> str:
+    """--device as torch names it: auto picks CUDA when present; cuda without one is a one-line error."""
     import torch
 
     from ..io.images import InputError
@@ -52,6 +53,7 @@ def resolve_device(name: str) -> str:
 
 
 def notice(msg: str) -> None:
+    """A yellow note on stderr: something the user should know that is not an error."""
     err.print(f"[yellow]note:[/] {msg}", highlight=False)
 
 LARGE_JOB_PIXELS = 4_000_000  # both views together: about 10 s and more per encode or decode on a CPU

@@ -64,6 +64,7 @@ def to_view(img: Image.Image, label: str) -> View:
 
 
 def read_view(path: str | Path, label: str | None = None) -> View:
+    """One view from an image file, as RGB (with notices of any conversion); `label` names it in messages."""
     path = Path(path)
     label = label or path.name
     try:
@@ -81,6 +82,7 @@ def read_view(path: str | Path, label: str | None = None) -> View:
 
 
 def check_pair(left: View, right: View) -> None:
+    """Refuse views that cannot form a pair: unequal sizes, or sides the container cannot record."""
     if left.pixels.shape != right.pixels.shape:
         (hl, wl), (hr, wr) = left.pixels.shape[:2], right.pixels.shape[:2]
         raise InputError(f"left is {wl}x{hl} but right is {wr}x{hr}; the views of a pair must have the same size")
@@ -90,6 +92,7 @@ def check_pair(left: View, right: View) -> None:
 
 
 def padded_size(h: int, w: int, multiple: int = PAD_MULTIPLE) -> tuple[int, int]:
+    """(h, w) rounded up to `multiple`, the size the networks see (the views are edge-padded to it)."""
     return -(-h // multiple) * multiple, -(-w // multiple) * multiple
 
 
@@ -109,11 +112,13 @@ def to_uint8(x_hat: torch.Tensor, h: int, w: int) -> tuple[np.ndarray, np.ndarra
 
 
 def restore_mode(pixels: np.ndarray, mode: str) -> Image.Image:
+    """A decoded RGB view back in the pixel mode its file recorded (L, RGBA: alpha opaque)."""
     img = Image.fromarray(pixels, "RGB")
     return img if mode == "RGB" else img.convert(mode)
 
 
 def check_output(path: Path, force: bool) -> None:
+    """Refuse, before any work, an output that exists (without `force`), is a folder or has no folder."""
     if path.exists() and not force:
         raise InputError(f"{path} exists; pass --force to overwrite it")
     if path.exists() and path.is_dir():
@@ -154,6 +159,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
 
 def write_bytes(path: Path, data: bytes, force: bool = False) -> None:
+    """Write a file whole or not at all (`atomic_write`), after `check_output`."""
     check_output(path, force)
     atomic_write(path, lambda f: f.write(data))
 
@@ -167,6 +173,7 @@ def image_format(path: Path) -> str:
 
 
 def write_image(path: Path, img: Image.Image, force: bool = False) -> None:
+    """Write an image in the format its extension names, whole or not at all."""
     check_output(path, force)
     fmt = image_format(path)
     atomic_write(path, lambda f: img.save(f, format=fmt))

@@ -47,6 +47,7 @@ class RunError(StereoCodecError):
 
 
 def preset_config(preset: str, variant: str, qualities: int = len(LAMBDAS)) -> BiSICConfig:
+    """The network sizes of a named preset (`nn.presets.PRESETS`) for `variant`, with `qualities` levels."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r} (choose from {', '.join(PRESETS)})")
     return BiSICConfig(slices=DEFAULT_SLICES[variant], qualities=qualities, **PRESETS[preset])
@@ -125,6 +126,7 @@ class _StepSampler:
 
 
 def step_qualities(seed: int, step: int, batch: int, rank: int, world: int, levels: int) -> torch.Tensor:
+    """The quality level of each item of a step (this rank's share): a function of the step, so resume is exact."""
     q = np.random.default_rng([seed, step, 1]).integers(0, levels, batch * world)
     return torch.from_numpy(q[rank::world]).long()
 
@@ -254,6 +256,7 @@ def save_checkpoint(path: Path, model: BiSICBase, opt: torch.optim.Optimizer, au
 
 
 def load_checkpoint(path: Path) -> dict:
+    """A run's training state, tensors only (no pickled code is executed)."""
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -492,6 +495,7 @@ def rd_gradients(net: nn.Module, model: BiSICBase, x: torch.Tensor, q: torch.Ten
 
 
 def gradients_finite(params: list[torch.Tensor]) -> bool:
+    """True when every gradient is finite: a step with NaN or inf is skipped, never taken."""
     grads = [p.grad for p in params if p.grad is not None]
     return bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
 
