@@ -19,7 +19,7 @@ from stereocodec.codec import Codec
 from stereocodec.container import Container, ContainerError
 from stereocodec.eval.baselines import ALL_CODECS
 from stereocodec.io.images import View, read_view
-from stereocodec.rate_control import SIZE_WINDOW, Target, TargetError, encode_to_target, pair_psnr
+from stereocodec.rate_control import SIZE_WINDOW, Target, TargetError, encode_pair, encode_to_target, pair_psnr
 from stereocodec.store import load_default
 from test_codec import crop_view, tiny_weights
 
@@ -144,6 +144,18 @@ def test_size_target_lands_within_3_percent_below(shipped: Codec, name: str) -> 
     reached = encode_to_target(shipped, left, right, Target("size", budget))
     assert budget * (1 - SIZE_WINDOW) <= reached.nbytes <= budget and reached.nbytes == len(reached.encoded.data)
     assert reached.encodes <= 12 and not reached.note
+
+
+def test_size_target_with_views_writes_the_searched_bytes(shipped: Codec) -> None:
+    """A size search skips synthesis; asking for the views too (encode --psnr, batch --verify) re-encodes
+    at the found quality, and that must be the very file the search measured."""
+    left, right = center_pair("foundation", 96)
+    budget = len(shipped.encode(left, right, 2.5, reconstruct=False).data) + 5
+    bare, reached = encode_pair(shipped, left, right, Target("size", budget))
+    with_views, again = encode_pair(shipped, left, right, Target("size", budget), reconstruct=True)
+    assert bare.left is None and with_views.left is not None
+    assert with_views.data == bare.data == reached.encoded.data and again.quality == reached.quality
+    assert with_views.container.quality_value == reached.quality
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))

@@ -95,7 +95,7 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
     from ..io.images import InputError, check_output, check_pair, read_view, write_bytes
     from ..io.outputs import encode_output, is_stdio
     from ..metrics import psnr
-    from ..rate_control import Target, encode_pair, pair_psnr
+    from ..rate_control import Target, encode_pair
 
     target = Target.from_options(size, bpp, psnr_opt or None, quality)
     if target is not None and refine_steps:
@@ -140,7 +140,7 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
     shown = err if is_stdio(output) else out
     if target is not None:
         reached_text = (f"{len(enc.data):,} bytes" if target.kind == "size" else f"{summary['bpp']:.4f} bpp"
-                        if target.kind == "bpp" else f"{pair_psnr(lv, rv, enc):.2f} dB")
+                        if target.kind == "bpp" else f"{reached.psnr:.2f} dB")
         shown.print(f"target {target.describe()}: reached {reached_text} at quality {enc.container.quality_value:g} "
                f"({reached.encodes} encodes)" + (f"; {reached.note}" if reached.note else ""), highlight=False)
     quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
