@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .io.images import atomic_write
-from .weights import LoadedWeights, WeightsError, load_weights
+from .weights import BASE_KEY, LoadedWeights, WeightsError, file_sha256, load_weights
 
 STORE = "weights_store"  # folder of package data beside this module
 MANIFEST = "manifest.json"
@@ -74,7 +74,7 @@ def load_stored(entry: StoredWeights, device: str | torch.device = "cpu") -> Loa
     if not resource.is_file():
         raise WeightsError(f"the weights store lacks {entry.file} ({entry.name}); reinstall stereo-codec or pass --weights")
     with as_file(resource) as path:
-        loaded = load_weights(path, entry.variant, device)
+        loaded = load_weights(path, entry.variant, device, search=(_store_dir(),))
     if loaded.fingerprint.hex() != entry.fingerprint:
         raise WeightsError(f"the weights store's {entry.file} does not match its manifest fingerprint; reinstall stereo-codec")
     return loaded
@@ -97,10 +97,15 @@ def load_chosen(path: Path | None, variant: str | None, fp: bytes | None = None,
     """The weights a command runs on: the file `path` when given (--weights); else the stored
     weights that wrote a file (fingerprint `fp`), or the shipped default of `variant`."""
     if path is not None:
-        return load_weights(path, variant, device)
+        return load_weights(path, variant, device, search=(_store_dir(),))
     if variant is None:
         raise WeightsError("no weights: pass --weights or --variant")
     return load_for(variant, fp, device) if fp is not None else load_default(variant, device)
+
+
+def _store_dir() -> Path:
+    """The store as a folder: where an int8-delta file's base is looked for after its own folder."""
+    return Path(str(store_root()))
 
 
 def default_weights_path(variant: str) -> Path:
@@ -134,7 +139,10 @@ def add_version(weights: Path, store_dir: Path | None = None, default: bool = Tr
     weights = Path(weights)
     if weights.suffix != ".safetensors":
         raise WeightsError(f"{weights}: only .safetensors files from `stereo-codec export` are shipped")
-    loaded = load_weights(weights)
+    loaded = load_weights(weights, search=(store,))
+    base = loaded.metadata.get(BASE_KEY)
+    if base is not None and not ((store / base["file"]).is_file() and file_sha256(store / base["file"]) == base["sha256"]):
+        raise WeightsError(f"{weights}: its int8 steps count from {base['file']}, which is not in the store; ship that first")
     fp = loaded.fingerprint.hex()
     entries = json.loads((store / MANIFEST).read_text())
     if any(e["fingerprint"] == fp for e in entries):

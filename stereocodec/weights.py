@@ -13,6 +13,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -26,6 +27,8 @@ from .nn.presets import ENCODINGS, VARIANTS
 
 METADATA_KEY = "stereocodec"
 SCALE_SUFFIX = ":scale"  # an int8 tensor's float32 row scales are stored under its name plus this
+STEPS_SUFFIX = ":steps"  # int8-delta: a tensor's codes stored as steps from its base's codes on the same scales
+BASE_KEY = "base"  # int8-delta metadata: {"file": name, "sha256": hex} of the whole weights file the steps count from
 
 
 class WeightsError(StereoCodecError):
@@ -106,19 +109,49 @@ def _kind(path: Path) -> str:
     raise WeightsError(f"{path}: not a weights file ({_EXPECTED})")
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _read_safetensors(path: Path, search: Sequence[Path] = ()) -> tuple[dict[str, torch.Tensor], dict]:
     """The file's tensors as every machine loads them (int8 rows multiplied out) and its metadata."""
-    _, values, meta = _read_values(path)
+    _, values, meta = _read_values(path, search)
     return values, meta
 
 
-def _read_values(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """The tensors as the file stores them, the values they stand for, and the metadata."""
+def _read_values(path: Path, search: Sequence[Path] = ()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
+    """The tensors as the file stores them, the values they stand for, and the metadata. An int8-delta
+    file's base is looked for beside it, then in the `search` folders (the weights store)."""
     stored, meta = _read_stored(path)
+    base_values = None
+    if BASE_KEY in meta:
+        base_path = find_base(path, meta[BASE_KEY], search)
+        base_stored, base_meta = _read_stored(base_path)
+        if BASE_KEY in base_meta:
+            raise WeightsError(f"{path}: its base {base_path.name} is itself an int8-delta file; a base must be whole")
+        try:
+            base_values = decode_tensors(base_stored)
+        except WeightsError as e:
+            raise WeightsError(f"{base_path}: {e}") from None
     try:
-        return stored, decode_tensors(stored), meta
+        return stored, decode_tensors(stored, base_values), meta
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def find_base(path: Path, base: object, search: Sequence[Path] = ()) -> Path:
+    """The whole weights file an int8-delta file counts from: its name beside `path`, then in each
+    `search` folder, taken only when its bytes have the recorded sha256."""
+    if not (isinstance(base, dict) and isinstance(base.get("file"), str) and isinstance(base.get("sha256"), str)
+            and Path(base["file"]).name == base["file"]):
+        raise WeightsError(f"{path}: its {BASE_KEY!r} metadata is not a file name and sha256")
+    for folder in (path.parent, *search):
+        candidate = Path(folder) / base["file"]
+        if candidate.is_file() and file_sha256(candidate) == base["sha256"]:
+            return candidate
+    raise WeightsError(f"{path}: its int8 steps count from the weights file {base['file']} "
+                       f"(sha256 {base['sha256'][:12]}...), which is neither beside it nor in the weights store")
 
 
 def _read_stored(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -141,45 +174,80 @@ def _int8_rows(name: str, t: torch.Tensor) -> bool:
     return name.endswith(".weight") and t.ndim >= 2 and t.is_floating_point()
 
 
-def encode_tensors(name: str, t: torch.Tensor, encoding: str) -> dict[str, torch.Tensor]:
+def _base_codes(base: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """A base tensor's values on another tensor's row scales, rounded: what int8-delta steps count from.
+    One float32 division and a round per value, so the same integers on every machine."""
+    rows = base.float().reshape(base.shape[0], -1)
+    return torch.round(rows / scale[:, None]).reshape(base.shape)
+
+
+def encode_tensors(name: str, t: torch.Tensor, encoding: str, base: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """How one tensor is stored: `float32`, `float16`, or `int8` rows (for `_int8_rows` tensors: codes in
     -127..127 and one float32 scale per slice along the first axis, the rest as float16). Integer
-    tensors stay as they are."""
+    tensors stay as they are. `int8-delta` stores the same codes as steps from `base` (its value in
+    the base file) put on the same scales: after a little more training most steps are 0 or +-1,
+    which compress to about a third of the codes (git stores files compressed)."""
     t = t.detach().cpu()
     if not t.is_floating_point():
         return {name: t.contiguous()}
     t = t.float()
-    if encoding == "int8" and _int8_rows(name, t):
+    if encoding in ("int8", "int8-delta") and _int8_rows(name, t):
         rows = t.reshape(t.shape[0], -1)
         scale = rows.abs().amax(1).clamp_min(torch.finfo(torch.float32).tiny) / 127
-        codes = torch.round(rows / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        return {name: codes.reshape(t.shape).contiguous(), name + SCALE_SUFFIX: scale.contiguous()}
+        codes = torch.round(rows / scale[:, None]).clamp(-127, 127).reshape(t.shape)
+        if encoding == "int8-delta" and base is not None and base.shape == t.shape:
+            steps = codes - _base_codes(base, scale)
+            if steps.abs().max() <= 127:  # else (a tensor that moved far) its codes are stored whole
+                return {name + STEPS_SUFFIX: steps.to(torch.int8).contiguous(), name + SCALE_SUFFIX: scale.contiguous()}
+        return {name: codes.to(torch.int8).contiguous(), name + SCALE_SUFFIX: scale.contiguous()}
     return {name: (t if encoding == "float32" else t.half()).contiguous()}
 
 
-def decode_tensors(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def decode_tensors(stored: dict[str, torch.Tensor], base: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """The values a file's tensors stand for. Int8 rows become codes times their float32 scale,
-    computed in float32: the same values (and so the same fingerprint) on every machine."""
+    computed in float32: the same values (and so the same fingerprint) on every machine. Int8 steps
+    (int8-delta) are first added to the `base` file's values put on the same scales."""
     out = {}
     for name, t in stored.items():
         if name.endswith(SCALE_SUFFIX):
-            if name[: -len(SCALE_SUFFIX)] not in stored:
+            owner = name[: -len(SCALE_SUFFIX)]
+            if owner not in stored and owner + STEPS_SUFFIX not in stored:
                 raise WeightsError(f"scale {name} belongs to no tensor")
             continue
+        if name.endswith(STEPS_SUFFIX):
+            name = name[: -len(STEPS_SUFFIX)]
+            if name in stored:
+                raise WeightsError(f"tensor {name} is stored both whole and as int8 steps")
+            if base is None or name not in base:
+                raise WeightsError(f"tensor {name} is stored as int8 steps but its base holds no {name}")
+            if t.dtype != torch.int8 or base[name].shape != t.shape:
+                raise WeightsError(f"int8 steps {name} of shape {tuple(t.shape)} ({str(t.dtype).removeprefix('torch.')}) "
+                                   f"do not fit the base tensor of shape {tuple(base[name].shape)}")
+            scale = _checked_scale(stored, name, t)
+            codes = _base_codes(base[name], scale) + t.float()
+            if not torch.isfinite(codes).all():
+                raise WeightsError(f"int8 steps {name} do not fit their base on these scales")
+            out[name] = codes * scale.reshape(-1, *[1] * (t.ndim - 1))
+            continue
         if t.dtype == torch.int8:
-            scale = stored.get(name + SCALE_SUFFIX)
-            if scale is None:
-                raise WeightsError(f"int8 tensor {name} has no {SCALE_SUFFIX} scale")
-            if t.ndim < 2 or scale.dtype != torch.float32 or tuple(scale.shape) != (t.shape[0],):
-                raise WeightsError(f"int8 tensor {name} of shape {tuple(t.shape)} has a scale of shape {tuple(scale.shape)} "
-                                   f"({str(scale.dtype).removeprefix('torch.')}); expected ({t.shape[0]},) float32")
-            if not torch.isfinite(scale).all() or (scale < 0).any():
-                raise WeightsError(f"int8 tensor {name} has a negative or non-finite scale")
-            t = t.float() * scale.reshape(-1, *[1] * (t.ndim - 1))
+            t = t.float() * _checked_scale(stored, name, t).reshape(-1, *[1] * (t.ndim - 1))
         elif name + SCALE_SUFFIX in stored:
             raise WeightsError(f"tensor {name} has a scale but is not int8")
         out[name] = t
     return out
+
+
+def _checked_scale(stored: dict[str, torch.Tensor], name: str, t: torch.Tensor) -> torch.Tensor:
+    """The float32 row scales of int8 tensor `name` (codes or steps `t`), refused unless well formed."""
+    scale = stored.get(name + SCALE_SUFFIX)
+    if scale is None:
+        raise WeightsError(f"int8 tensor {name} has no {SCALE_SUFFIX} scale")
+    if t.ndim < 2 or scale.dtype != torch.float32 or tuple(scale.shape) != (t.shape[0],):
+        raise WeightsError(f"int8 tensor {name} of shape {tuple(t.shape)} has a scale of shape {tuple(scale.shape)} "
+                           f"({str(scale.dtype).removeprefix('torch.')}); expected ({t.shape[0]},) float32")
+    if not torch.isfinite(scale).all() or (scale < 0).any():
+        raise WeightsError(f"int8 tensor {name} has a negative or non-finite scale")
+    return scale
 
 
 def _shape(sd: dict[str, torch.Tensor], name: str, dim: int = 0) -> int:
@@ -296,13 +364,15 @@ def _rename_bottleneck(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(path: str | Path, variant: str | None = None, device: str | torch.device = "cpu") -> LoadedWeights:
-    """Load a release checkpoint (.pth/.pth.tar) or a stereo-codec .safetensors file."""
+def load_weights(path: str | Path, variant: str | None = None, device: str | torch.device = "cpu",
+                 search: Sequence[Path] = ()) -> LoadedWeights:
+    """Load a release checkpoint (.pth/.pth.tar) or a stereo-codec .safetensors file (an int8-delta
+    file's base is found beside it or in the `search` folders)."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if _kind(path) == "safetensors":
-        sd, meta = _read_safetensors(path)
+        sd, meta = _read_safetensors(path, search)
         variant = variant or meta.get("variant")
     else:
         sd, meta = _read_release(path), {}
@@ -322,6 +392,12 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
     """
     if encoding not in ENCODINGS:  # checked once, and also when every tensor keeps the reference's form
         raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
+    if encoding == "int8-delta":
+        if reference is None:
+            raise WeightsError("int8-delta counts from a reference weights file (export --reference, a shipped whole file)")
+        if BASE_KEY in _read_stored(Path(reference))[1]:
+            raise WeightsError(f"{reference}: is itself an int8-delta file; int8-delta needs a whole base file")
+        metadata = {**metadata, BASE_KEY: {"file": Path(reference).name, "sha256": file_sha256(Path(reference))}}
     stored_ref, decoded_ref, _ = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
     tensors, kept = {}, 0
     for name, t in model.state_dict().items():
@@ -333,7 +409,7 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
             tensors.update({k: stored_ref[k] for k in (name, name + SCALE_SUFFIX) if k in stored_ref})
             kept += 1
         else:
-            tensors.update(encode_tensors(name, t, encoding))
+            tensors.update(encode_tensors(name, t, encoding, decoded_ref.get(name)))
     meta = {"variant": model.variant, "config": asdict(model.config), "encoding": encoding, **metadata}
     data = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     atomic_write(Path(path), lambda f: f.write(data))  # an interrupted export leaves no half file

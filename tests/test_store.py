@@ -19,7 +19,7 @@ from test_codec import tiny_weights
 from stereocodec.codec import Codec
 from stereocodec.container import Container
 from stereocodec.store import MANIFEST, add_version, default_entry, find, load_for, load_stored, manifest
-from stereocodec.weights import WeightsError, save_weights
+from stereocodec.weights import WeightsError, load_weights, save_weights
 
 FIXTURES = ROOT / "tests" / "data" / "store"
 STORE = ROOT / "stereocodec" / "weights_store"
@@ -151,3 +151,23 @@ def test_estimate_defaults_to_the_shipped_weights_and_env_points_elsewhere(tmp_p
     proc = run_cli("estimate", *views, env={"STEREOCODEC_WEIGHTS": str(text)})
     assert_clean_error(proc)
     assert "notes.safetensors" in proc.stderr
+
+
+def test_an_int8_delta_ships_only_after_its_base(tmp_path) -> None:
+    """An int8-delta export names the whole file it counts from: shipping refuses it until that file is
+    in the store, then the stored file loads (its base beside it) to the export's exact values."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / MANIFEST).write_text("[]\n")
+    base = tmp_path / "bisic-fast-step10.safetensors"  # the name the store gives it, which the delta records
+    save_weights(tiny_weights("bisic-fast").model, base, {"name": "tiny base", "training_steps": 10})
+    model = tiny_weights("bisic-fast", seed=1).model  # other values: every tensor differs from the base
+    delta = tmp_path / "delta.safetensors"
+    save_weights(model, delta, {"name": "tiny delta", "training_steps": 20}, encoding="int8-delta", reference=base)
+    with pytest.raises(WeightsError, match="which is not in the store; ship that first"):
+        add_version(delta, store)
+    assert add_version(base, store).file == base.name
+    entry = add_version(delta, store)
+    assert entry.file == "bisic-fast-step20.safetensors" and entry.default
+    stored = load_weights(store / entry.file)
+    assert stored.fingerprint.hex() == entry.fingerprint == load_weights(delta, search=(store,)).fingerprint.hex()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from conftest import need_shared, run_cli
 from stereocodec.nn.models import build_model
 from stereocodec.train.loop import SHARED_PREFIXES, TrainConfig, preset_config, train
-from stereocodec.weights import SCALE_SUFFIX, load_weights, save_weights
+from stereocodec.weights import SCALE_SUFFIX, STEPS_SUFFIX, WeightsError, load_weights, save_weights
 
 
 def _model(variant: str = "bisic-fast", seed: int = 0):
@@ -87,3 +88,79 @@ def test_a_freeze_run_exports_the_shared_tensors_as_its_source_stored_them(tmp_p
     own = [n for n in out if not n.startswith(SHARED_PREFIXES)]
     assert own and all(out[n].dtype == torch.float16 for n in own if out[n].is_floating_point())
     assert load_weights(tmp_path / "bisic.safetensors").model.variant == "bisic"
+
+
+def _trained_on(model, amount: float = 0.02, seed: int = 1):
+    """`model` moved a little, as a short run moves shipped weights (every tensor, some by more than a step)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for t in model.parameters():
+            t.add_(amount * t.abs().mean() * torch.randn_like(t))
+    return model
+
+
+def test_int8_delta_loads_the_values_of_plain_int8_and_is_smaller(tmp_path: Path) -> None:
+    import zlib
+
+    save_weights(_model(), tmp_path / "base.safetensors", {"name": "base"})
+    model = _trained_on(load_weights(tmp_path / "base.safetensors").model)
+    save_weights(model, tmp_path / "plain.safetensors", {"name": "new"}, encoding="int8")
+    save_weights(model, tmp_path / "delta.safetensors", {"name": "new"}, encoding="int8-delta",
+                 reference=tmp_path / "base.safetensors")
+    plain, delta = load_weights(tmp_path / "plain.safetensors"), load_weights(tmp_path / "delta.safetensors")
+    assert delta.fingerprint == plain.fingerprint  # the very values of the int8 form, bit for bit
+    assert delta.metadata["base"]["file"] == "base.safetensors" and delta.metadata["encoding"] == "int8-delta"
+    stored = load_file(tmp_path / "delta.safetensors")
+    steps = [n for n in stored if n.endswith(STEPS_SUFFIX)]
+    assert steps and all(stored[n].dtype == torch.int8 for n in steps)
+    compressed = {k: len(zlib.compress((tmp_path / f"{k}.safetensors").read_bytes(), 6)) for k in ("plain", "delta")}
+    assert compressed["delta"] < 0.8 * compressed["plain"], compressed
+
+
+def test_int8_delta_needs_its_exact_base(tmp_path: Path) -> None:
+    (tmp_path / "store").mkdir()
+    save_weights(_model(), tmp_path / "store" / "base.safetensors", {"name": "base"})
+    model = _trained_on(load_weights(tmp_path / "store" / "base.safetensors").model)
+    save_weights(model, tmp_path / "delta.safetensors", {"name": "new"}, encoding="int8-delta",
+                 reference=tmp_path / "store" / "base.safetensors")
+    with pytest.raises(WeightsError, match=r"count from the weights file base\.safetensors .*neither beside it nor in the weights store"):
+        load_weights(tmp_path / "delta.safetensors")
+    found = load_weights(tmp_path / "delta.safetensors", search=(tmp_path / "store",))  # as the store is searched
+    (tmp_path / "base.safetensors").write_bytes(b"not these weights")  # a namesake with other bytes is passed over
+    assert load_weights(tmp_path / "delta.safetensors", search=(tmp_path / "store",)).fingerprint == found.fingerprint
+    with pytest.raises(WeightsError, match="int8-delta counts from a reference"):
+        save_weights(model, tmp_path / "x.safetensors", {"name": "x"}, encoding="int8-delta")
+    with pytest.raises(WeightsError, match="is itself an int8-delta file"):
+        save_weights(model, tmp_path / "x.safetensors", {"name": "x"}, encoding="int8-delta", reference=tmp_path / "delta.safetensors")
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("steps as float16", "do not fit the base tensor"),
+    ("whole and steps", "stored both whole and as int8 steps"),
+    ("steps without scale", "has no :scale scale"),
+])
+def test_damaged_int8_delta_is_refused_in_one_line(tmp_path: Path, damage: str, says: str) -> None:
+    import json
+
+    from safetensors.torch import save_file
+
+    save_weights(_model(), tmp_path / "base.safetensors", {"name": "base"})
+    model = _trained_on(load_weights(tmp_path / "base.safetensors").model)
+    good = tmp_path / "delta.safetensors"
+    save_weights(model, good, {"name": "new"}, encoding="int8-delta", reference=tmp_path / "base.safetensors")
+    tensors = load_file(good)
+    name = next(n for n in tensors if n.endswith(STEPS_SUFFIX))
+    owner = name.removesuffix(STEPS_SUFFIX)
+    if damage == "steps as float16":
+        tensors[name] = tensors[name].half()
+    elif damage == "whole and steps":
+        tensors[owner] = tensors[name].clone()
+    else:
+        del tensors[owner + SCALE_SUFFIX]
+    with open(good, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, bad, metadata=header["__metadata__"])
+    with pytest.raises(WeightsError) as e:
+        load_weights(bad)
+    assert str(e.value).startswith(f"{bad}: ") and says in str(e.value) and "\n" not in str(e.value)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 VARIANTS = ("bisic", "bisic-fast")
 DEFAULT_VARIANT = "bisic-fast"
 ENV_WEIGHTS = "STEREOCODEC_WEIGHTS"  # a weights file to use instead of the shipped ones (as --weights)
-ENCODINGS = ("float16", "int8", "float32")  # how a weights file stores its tensors (weights.encode_tensors)
+ENCODINGS = ("float16", "int8", "float32", "int8-delta")  # how a weights file stores its tensors (weights.encode_tensors)
 DEFAULT_SLICES = {"bisic": 12, "bisic-fast": 6}
 
 # Quality levels: level q is trained with lambda LAMBDAS[q], on loss = lambda * MSE + bpp with
