@@ -387,29 +387,35 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
 
     Every tensor whose value equals its namesake in the `reference` weights file keeps that file's
     stored form byte for byte, so weights trained on top of shipped ones with some tensors frozen
-    share those bytes with them (a small git delta, whatever the encodings). Returns how many
-    tensors kept the reference's form.
+    share those bytes with them (a small git delta, whatever the encodings). `int8-delta` counts
+    from `reference`, or from its base when it is itself an int8-delta file (so a run warm-started
+    from a delta file exports steps from the same whole file, and no file needs a chain of bases).
+    Returns how many tensors kept the reference's form.
     """
     if encoding not in ENCODINGS:  # checked once, and also when every tensor keeps the reference's form
         raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
+    stored_ref, decoded_ref, ref_meta = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
+    base_values = decoded_ref
     if encoding == "int8-delta":
         if reference is None:
             raise WeightsError("int8-delta counts from a reference weights file (export --reference, a shipped whole file)")
-        if BASE_KEY in _read_stored(Path(reference))[1]:
-            raise WeightsError(f"{reference}: is itself an int8-delta file; int8-delta needs a whole base file")
-        metadata = {**metadata, BASE_KEY: {"file": Path(reference).name, "sha256": file_sha256(Path(reference))}}
-    stored_ref, decoded_ref, _ = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
+        base_path = find_base(Path(reference), ref_meta[BASE_KEY]) if BASE_KEY in ref_meta else Path(reference)
+        if base_path != Path(reference):
+            base_values = _read_values(base_path)[1]
+        metadata = {**metadata, BASE_KEY: {"file": base_path.name, "sha256": file_sha256(base_path)}}
     tensors, kept = {}, 0
     for name, t in model.state_dict().items():
         if _is_derived_buffer(name):
             continue
         mine, theirs = t.detach().cpu(), decoded_ref.get(name)
-        if (theirs is not None and theirs.shape == mine.shape and theirs.is_floating_point() == mine.is_floating_point()
-                and torch.equal(theirs.to(mine.dtype), mine)):
-            tensors.update({k: stored_ref[k] for k in (name, name + SCALE_SUFFIX) if k in stored_ref})
+        # a reference's int8 steps stay valid only in a file that counts from the same base
+        same_form = name + STEPS_SUFFIX not in stored_ref or encoding == "int8-delta"
+        if (same_form and theirs is not None and theirs.shape == mine.shape
+                and theirs.is_floating_point() == mine.is_floating_point() and torch.equal(theirs.to(mine.dtype), mine)):
+            tensors.update({k: stored_ref[k] for k in (name, name + SCALE_SUFFIX, name + STEPS_SUFFIX) if k in stored_ref})
             kept += 1
         else:
-            tensors.update(encode_tensors(name, t, encoding, decoded_ref.get(name)))
+            tensors.update(encode_tensors(name, t, encoding, base_values.get(name)))
     meta = {"variant": model.variant, "config": asdict(model.config), "encoding": encoding, **metadata}
     data = save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     atomic_write(Path(path), lambda f: f.write(data))  # an interrupted export leaves no half file

@@ -130,8 +130,43 @@ def test_int8_delta_needs_its_exact_base(tmp_path: Path) -> None:
     assert load_weights(tmp_path / "delta.safetensors", search=(tmp_path / "store",)).fingerprint == found.fingerprint
     with pytest.raises(WeightsError, match="int8-delta counts from a reference"):
         save_weights(model, tmp_path / "x.safetensors", {"name": "x"}, encoding="int8-delta")
-    with pytest.raises(WeightsError, match="is itself an int8-delta file"):
-        save_weights(model, tmp_path / "x.safetensors", {"name": "x"}, encoding="int8-delta", reference=tmp_path / "delta.safetensors")
+
+
+def test_an_export_against_an_int8_delta_reference(tmp_path: Path) -> None:
+    """A run warm-started from a shipped int8-delta file: its int8-delta export counts from that file's whole
+    base (bases never chain) and keeps the steps of tensors the run left unchanged; a plain int8 export
+    re-encodes those tensors whole (their steps mean nothing without the base) and still loads."""
+    save_weights(_model(), tmp_path / "base.safetensors", {"name": "base"})
+    first = _trained_on(load_weights(tmp_path / "base.safetensors").model)
+    save_weights(first, tmp_path / "first.safetensors", {"name": "first"}, encoding="int8-delta",
+                 reference=tmp_path / "base.safetensors")
+    model = load_weights(tmp_path / "first.safetensors").model
+    before = {n: t.clone() for n, t in model.state_dict().items()}
+    with torch.no_grad():
+        model.Conv3DEncoder_A[0].weight.add_(0.01)
+    moved = "Conv3DEncoder_A.0.weight"
+    stored_first = load_file(tmp_path / "first.safetensors")
+
+    delta = tmp_path / "second-delta.safetensors"
+    kept = save_weights(model, delta, {"name": "second"}, encoding="int8-delta", reference=tmp_path / "first.safetensors")
+    loaded = load_weights(delta)
+    assert loaded.metadata["base"]["file"] == "base.safetensors"
+    assert kept == len([n for n in before if n in stored_first or n + STEPS_SUFFIX in stored_first]) - 1
+    stored = load_file(delta)
+    kept_steps = [n for n in stored_first if n.endswith(STEPS_SUFFIX) and n != moved + STEPS_SUFFIX]
+    assert kept_steps and all(torch.equal(stored[n], stored_first[n]) for n in kept_steps)
+    assert moved + STEPS_SUFFIX in stored and not torch.equal(stored[moved + STEPS_SUFFIX], stored_first[moved + STEPS_SUFFIX])
+    values = loaded.model.state_dict()
+    assert all(torch.equal(values[n], before[n]) for n in before if n != moved)
+    scale = stored[moved + SCALE_SUFFIX].reshape(-1, *[1] * (values[moved].ndim - 1))
+    assert ((values[moved] - model.state_dict()[moved]).abs() <= scale * (0.5 + 1e-4)).all()
+
+    plain = tmp_path / "second-int8.safetensors"
+    save_weights(model, plain, {"name": "second"}, encoding="int8", reference=tmp_path / "first.safetensors")
+    assert not [n for n in load_file(plain) if n.endswith(STEPS_SUFFIX)] and "base" not in load_weights(plain).metadata
+    values = load_weights(plain).model.state_dict()
+    assert all(torch.allclose(values[n], before[n], rtol=0, atol=1e-6 * before[n].abs().max().item() + 1e-12)
+               for n in before if n != moved and before[n].is_floating_point() and before[n].numel())
 
 
 @pytest.mark.parametrize("damage, says", [

@@ -78,8 +78,8 @@ def train(**opts) -> None:
 @click.option("--encoding", type=click.Choice(list(ENCODINGS)), default="float16", show_default=True,
               help="How tensors are stored: int8 keeps convolution weights as 8-bit rows with float32 scales "
                    "(half the size of float16; benchmarks/weight_rounding.py measures the cost); int8-delta stores "
-                   "the same codes as steps from the --reference file (about a third of int8 in git after a short "
-                   "run; that file must stay beside it or in the store).")
+                   "the same codes as steps from the --reference file, or from its base when it is itself int8-delta "
+                   "(about a third of int8 in git after a short run; that whole file must stay beside it or in the store).")
 @click.option("--reference", type=click.Path(path_type=Path, dir_okay=False, exists=True), default=None,
               help="Weights file whose unchanged tensors keep their stored bytes (default: the run's --init-from "
                    ".safetensors file, when it is still there).")
