@@ -111,15 +111,27 @@ def _kind(path: Path) -> str:
 
 def _read_safetensors(path: Path, search: Sequence[Path] = ()) -> tuple[dict[str, torch.Tensor], dict]:
     """The file's tensors as every machine loads them (int8 rows multiplied out) and its metadata."""
-    _, values, meta = _read_values(path, search)
-    return values, meta
+    read = _read_values(path, search)
+    return read.values, read.meta
 
 
-def _read_values(path: Path, search: Sequence[Path] = ()) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict]:
-    """The tensors as the file stores them, the values they stand for, and the metadata. An int8-delta
-    file's base is looked for beside it, then in the `search` folders (the weights store)."""
+@dataclass(frozen=True)
+class _ReadWeights:
+    """A weights file as stored and as the values it stands for; for an int8-delta file, also the
+    whole file its steps count from and that file's values."""
+
+    stored: dict[str, torch.Tensor]
+    values: dict[str, torch.Tensor]
+    meta: dict
+    base_path: Path | None = None
+    base_values: dict[str, torch.Tensor] | None = None
+
+
+def _read_values(path: Path, search: Sequence[Path] = ()) -> _ReadWeights:
+    """Read `path`. An int8-delta file's base is looked for beside it, then in the `search` folders
+    (the weights store)."""
     stored, meta = _read_stored(path)
-    base_values = None
+    base_path = base_values = None
     if BASE_KEY in meta:
         base_path = find_base(path, meta[BASE_KEY], search)
         base_stored, base_meta = _read_stored(base_path)
@@ -130,7 +142,7 @@ def _read_values(path: Path, search: Sequence[Path] = ()) -> tuple[dict[str, tor
         except WeightsError as e:
             raise WeightsError(f"{base_path}: {e}") from None
     try:
-        return stored, decode_tensors(stored, base_values), meta
+        return _ReadWeights(stored, decode_tensors(stored, base_values), meta, base_path, base_values)
     except WeightsError as e:
         raise WeightsError(f"{path}: {e}") from None
 
@@ -394,15 +406,17 @@ def save_weights(model: BiSICBase, path: str | Path, metadata: dict, encoding: s
     """
     if encoding not in ENCODINGS:  # checked once, and also when every tensor keeps the reference's form
         raise WeightsError(f"unknown weights encoding {encoding!r} (choose from {', '.join(ENCODINGS)})")
-    stored_ref, decoded_ref, ref_meta = _read_values(Path(reference)) if reference is not None else ({}, {}, {})
-    base_values = decoded_ref
+    ref = _read_values(Path(reference)) if reference is not None else _ReadWeights({}, {}, {})
+    stored_ref, decoded_ref, base_values = ref.stored, ref.values, ref.values
     if encoding == "int8-delta":
         if reference is None:
             raise WeightsError("int8-delta counts from a reference weights file (export --reference, a shipped whole file)")
-        base_path = find_base(Path(reference), ref_meta[BASE_KEY]) if BASE_KEY in ref_meta else Path(reference)
-        if base_path != Path(reference):
-            base_values = _read_values(base_path)[1]
-        metadata = {**metadata, BASE_KEY: {"file": base_path.name, "sha256": file_sha256(base_path)}}
+        if ref.base_path is not None:  # the reference is itself a delta: count from its base, already read and checked
+            base_values = ref.base_values
+            base = {"file": ref.base_path.name, "sha256": ref.meta[BASE_KEY]["sha256"]}
+        else:
+            base = {"file": Path(reference).name, "sha256": file_sha256(Path(reference))}
+        metadata = {**metadata, BASE_KEY: base}
     tensors, kept = {}, 0
     for name, t in model.state_dict().items():
         if _is_derived_buffer(name):
