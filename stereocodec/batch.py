@@ -33,7 +33,7 @@ from .errors import first_line
 from .io.images import InputError, View, check_pair, read_view, restore_mode, write_bytes, write_image
 from .io.pairs import find_pairs, is_image, list_files
 from .io.stereo_formats import is_mpo, read_mpo, split_sbs
-from .rate_control import SIZE_WINDOW, Target, encode_pair, pair_psnr
+from .rate_control import Target, encode_pair, pair_psnr
 from .store import default_entry, load_chosen
 from .weights import WeightsError
 
@@ -193,6 +193,7 @@ class CodecSpec:
     variant: str | None = None
     device: str = "cpu"
     refine_steps: int = 0  # encoder-side latent refinement per encode (`Codec`)
+    max_pixels: int | None = None  # per view, as for `encode`: None keeps the default limit and the free-memory check
 
     def check(self) -> None:
         """Fail once, before any pair is tried, when the weights file is missing (cheap: loads nothing)."""
@@ -207,7 +208,7 @@ class CodecSpec:
     def __call__(self, variant: str | None = None, fingerprint: bytes | None = None) -> Codec:
         """The network for `variant`; with a file's `fingerprint`, the stored weights that wrote it."""
         weights = load_chosen(self.weights, variant or self.variant, fingerprint, self.device)
-        return Codec(weights, refine_steps=self.refine_steps)
+        return Codec(weights, self.max_pixels, self.refine_steps)
 
 
 CodecFactory = Callable[..., Codec]  # (variant, fingerprint=None) -> Codec
@@ -225,6 +226,7 @@ class Outcome:
     bpp: float | None = None  # bits of the .sbic file per pixel of both views
     psnr: float | None = None  # mean of the two views, when the output was decoded and compared
     seconds: float = 0.0
+    under_budget: bool = False  # coded at the highest quality, well under a --size or --bpp budget
 
 
 @dataclass
@@ -262,6 +264,11 @@ class BatchResult:
         return sum(values) / len(values) if values else None
 
     @property
+    def under_budget(self) -> int:
+        """Pairs coded now at the highest quality, a size or bpp budget not needed in full."""
+        return sum(o.under_budget for o in self.outcomes)
+
+    @property
     def mean_psnr(self) -> float | None:
         values = [o.psnr for o in self.coded if o.psnr is not None]
         return sum(values) / len(values) if values else None
@@ -294,15 +301,13 @@ def _valid_image(path: Path) -> bool:
 
 def _made_as_asked(existing: Container, nbytes: int, codec: Codec, quality: float | Target | None) -> bool:
     """Was an existing output made with this variant and weights, at this quality (or meeting this
-    size or bpp target)? A PSNR target cannot be checked without decoding: such outputs are redone."""
+    size or bpp target as a search would now)? A PSNR target cannot be checked without decoding:
+    such outputs are redone. The pixel limit is not a setting of the file: it never redoes one."""
     if (existing.variant, existing.weights_fingerprint) != (codec.model.variant, codec.weights.fingerprint):
         return False
     if not isinstance(quality, Target):
         return existing.quality_value == resolve_quality(codec.model, quality)[0]
-    if quality.kind == "psnr":
-        return False
-    measured = nbytes if quality.kind == "size" else existing.bpp(nbytes)
-    return quality.value * (1 - SIZE_WINDOW) <= measured <= quality.value
+    return quality.met_by(nbytes, existing.bpp(nbytes), existing.quality_value, codec.quality_levels() - 1)
 
 
 class _Runner:
@@ -338,7 +343,7 @@ class _Runner:
                 return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=existing.bpp(len(data)))
             # made with another variant, quality or weights than asked for now: redo it
         left, right = job.source.read()
-        enc, _ = encode_pair(codec, left, right, self.quality, reconstruct=self.verify)
+        enc, reached = encode_pair(codec, left, right, self.quality, reconstruct=self.verify)
         decoded_psnr = None
         if self.verify:
             dec = codec.decode(enc.data)
@@ -348,7 +353,8 @@ class _Runner:
         output.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(output, enc.data, force=True)  # the decision to (re)write was made above
         return Outcome(job.name, "done", image_bytes=image_bytes, sbic_bytes=len(enc.data),
-                       bpp=enc.container.bpp(len(enc.data)), psnr=decoded_psnr)
+                       bpp=enc.container.bpp(len(enc.data)), psnr=decoded_psnr,
+                       under_budget=reached is not None and bool(reached.under_budget))
 
     def _decode(self, job: Job) -> Outcome:
         data = job.source.paths[0].read_bytes()

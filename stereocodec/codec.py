@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from .coding.latent_codecs import StereoLatentCodec
 from .coding.refinement import RefinedLatent, level_lambda, refine_latent
-from .coding.range_coding import CODER
+from .coding.range_coding import CODER, CodingError
 from .container import Container, ContainerError, Stream, ViewInfo
 from .io.images import InputError, View, check_pair, padded_size, pair_tensor, to_uint8
 from .limits import check_size, min_y_bytes
@@ -78,7 +79,7 @@ class Codec:
         self.max_pixels = max_pixels
         self.refine_steps = refine_steps
         self.model = weights.model.eval()
-        self.latents = StereoLatentCodec(self.model)
+        self.latents = StereoLatentCodec(self.model, exact=True)  # what encode writes: format v3
         self._last_analysis: tuple[bytes, torch.Tensor] | None = None
 
     @property
@@ -127,6 +128,7 @@ class Codec:
             symbols_checksum=coded.checksum,
             streams=tuple(Stream(name, data) for name, data in coded.streams.items()),
             quality_thousandths=thousandths,
+            entropy_path="exact",
         )
         rec_l, rec_r = to_uint8(coded.x_hat, h, w) if reconstruct else (None, None)
         return Encoded(container.to_bytes(), container, rec_l, rec_r, coded.information_bits, refined)
@@ -164,15 +166,24 @@ class Codec:
         """.sbic bytes back to the two views (checked against the file's weights and symbols checksum)."""
         return self.decode_container(Container.from_bytes(data))
 
+    @cached_property
+    def legacy_latents(self) -> StereoLatentCodec:
+        """The float entropy model of formats v1 and v2, built when such a file is decoded."""
+        return StereoLatentCodec(self.model, exact=False)
+
     def decode_container(self, container: Container) -> Decoded:
         """Decode an already parsed file (the CLI parses it once, to pick weights and refuse early)."""
         q = self.check_decodable(container)
-        x_hat = self.latents.decompress(
+        args = (
             {s.name: s.data for s in container.streams},
             (container.padded_height, container.padded_width),
             q,
             container.symbols_checksum,
         )
+        if container.entropy_path == "exact":
+            x_hat = self.latents.decompress(*args)
+        else:
+            x_hat = decode_legacy(self.legacy_latents, args, container.version)
         left = container.views[0]
         rec_l, rec_r = to_uint8(x_hat, left.height, left.width)
         return Decoded(container, rec_l, rec_r)
@@ -200,3 +211,30 @@ class Codec:
                 "the file is truncated or its header was edited"
             )
         return q
+
+
+LEGACY_THREADS = (1, 2, 4, 8, 16)  # thread counts a legacy file is retried with, after this process's own
+
+
+def decode_legacy(latents: StereoLatentCodec, args: tuple, version: int) -> torch.Tensor:
+    """Decode a v1 or v2 payload, whose float entropy model must be computed as its encoder did.
+
+    Its container CRCs have passed, so a range-decoder or checksum failure means this machine's
+    float arithmetic differs from the encoder's; the thread count is the one setting a process can
+    change (it changes the summation order), so the other usual counts are tried before giving up.
+    """
+    own = torch.get_num_threads()
+    for threads in (own, *(t for t in LEGACY_THREADS if t != own)):
+        torch.set_num_threads(threads)
+        try:
+            return latents.decompress(*args)
+        except CodingError:
+            continue
+        finally:
+            torch.set_num_threads(own)
+    raise CodingError(
+        f"this file is intact (its checksums match) but was written in format v{version} with the legacy "
+        f"floating-point entropy model, which this machine computes differently from the encoder's, even "
+        f"with {', '.join(map(str, LEGACY_THREADS))} threads: decode it on the machine that wrote it and "
+        "encode the pair again with this version, whose v3 files decode on every machine"
+    )

@@ -1,4 +1,4 @@
-"""The versioned ``.sbic`` container (formats v1 and v2): bytes in, bytes out.
+"""The versioned ``.sbic`` container (formats v1, v2 and v3): bytes in, bytes out.
 
 This module knows nothing about tensors or entropy coding; it only lays out
 metadata and opaque stream payloads so that any corruption, truncation or
@@ -24,7 +24,8 @@ __all__ = [
     "ViewInfo",
 ]
 
-FORMAT_VERSION = 2  # the newest this module reads; it writes v1 unless the quality is fractional
+FORMAT_VERSION = 3  # the newest this module reads; v3 for the exact entropy path, else v1 (v2 with a quality fraction)
+ENTROPY_PATHS = ("float", "exact")  # how the payloads' model parameters were computed (docs/format.md)
 MAGIC = b"SBIC"
 
 # Codes stored in the file; the strings are what the rest of the package uses.
@@ -47,7 +48,7 @@ _FIXED = struct.Struct("<BB32sHHBHHBHHIBBB")
 FIXED_HEADER_SIZE = _PREFIX.size + _FIXED.size  # 65
 _ENTRY_TAIL = struct.Struct("<II")  # payload length, payload CRC32
 _CRC = struct.Struct("<I")
-_QUALITY_FRACTION = struct.Struct("<H")  # v2 only: thousandths of a level, 1..999, after the stream table
+_QUALITY_FRACTION = struct.Struct("<H")  # v2 and v3: thousandths of a level (v2 1..999, v3 0..999), after the stream table
 _MAX_HEADER_LENGTH = (
     FIXED_HEADER_SIZE
     + _MAX_WEIGHTS_NAME
@@ -96,6 +97,7 @@ class Container:
     symbols_checksum: int
     streams: tuple[Stream, ...]
     quality_thousandths: int = 0  # the quality is `quality + quality_thousandths / 1000`
+    entropy_path: str = "float"  # "exact": the integer entropy path of format v3; "float": v1 and v2
 
     @property
     def quality_value(self) -> float:
@@ -108,7 +110,10 @@ class Container:
 
     @property
     def version(self) -> int:
-        """The format version this container is written in: 2 only when it needs the quality fraction."""
+        """The format version this container is written in: 3 for the exact entropy path; for the
+        float one, 2 only when it needs the quality fraction."""
+        if self.entropy_path == "exact":
+            return 3
         return 2 if self.quality_thousandths else 1
 
     def to_bytes(self) -> bytes:
@@ -201,6 +206,8 @@ class Container:
         fingerprint = self.weights_fingerprint
         if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != 32:
             raise ContainerError("weights fingerprint must be exactly 32 bytes")
+        if self.entropy_path not in ENTROPY_PATHS:
+            raise ContainerError(f"unknown entropy path {self.entropy_path!r} (expected one of {', '.join(ENTROPY_PATHS)})")
         _check_int(self.quality, "quality", 0, 255)
         _check_int(self.quality_thousandths, "quality fraction (thousandths)", 0, 999)
         _check_int(self.symbols_checksum, "symbols checksum", 0, 0xFFFFFFFF)
@@ -246,7 +253,7 @@ class Container:
                 bytes([len(name)]) + name + _ENTRY_TAIL.pack(len(payload), zlib.crc32(payload))
             )
 
-        if self.version == 2:
+        if self.version >= 2:
             table.append(_QUALITY_FRACTION.pack(self.quality_thousandths))
         header_length = FIXED_HEADER_SIZE + len(weights_name) + len(coder) + sum(map(len, table))
         return b"".join(
@@ -356,9 +363,11 @@ def _parse_header(header: bytes) -> tuple[Container, list[tuple[str, int, int]]]
         name = _decode_text(take(take(1)[0]), "stream name", "ascii")
         length, crc = _ENTRY_TAIL.unpack(take(_ENTRY_TAIL.size))
         entries.append((name, length, crc))
-    thousandths = _QUALITY_FRACTION.unpack(take(_QUALITY_FRACTION.size))[0] if version == 2 else 0
+    thousandths = _QUALITY_FRACTION.unpack(take(_QUALITY_FRACTION.size))[0] if version >= 2 else 0
     if version == 2 and not 1 <= thousandths <= 999:
         raise ContainerError(f"invalid .sbic header: quality fraction {thousandths} (a v2 file has 1..999 thousandths)")
+    if version == 3 and thousandths > 999:
+        raise ContainerError(f"invalid .sbic header: quality fraction {thousandths} (at most 999 thousandths)")
     if pos != len(header):
         raise ContainerError("invalid .sbic header: header length larger than its contents")
 
@@ -374,6 +383,7 @@ def _parse_header(header: bytes) -> tuple[Container, list[tuple[str, int, int]]]
         symbols_checksum=checksum,
         streams=(),
         quality_thousandths=thousandths,
+        entropy_path="exact" if version == 3 else "float",
     )
     return container, entries
 

@@ -6,6 +6,10 @@ and the PSNR (broadly) grows with the quality, so bisection over the scale, stee
 interpolation, finds the quality in about 8-12 real encodes. Every step measures the real
 coded file (and, for PSNR, the real reconstruction, which is what the decoder produces), so
 the result is never an estimate. The analysis transform runs once per pair (Codec caches it).
+
+A size or bpp budget is a ceiling, not a goal: when even the highest quality makes a smaller
+file, that file is the answer (a generous budget in a folder of mixed image sizes must not fail
+the small pairs), and the result says that the budget was not needed in full.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ class Target:
     def describe(self) -> str:
         return {"size": f"{self.value:,.0f} bytes", "bpp": f"{self.value:g} bpp", "psnr": f"{self.value:g} dB"}[self.kind]
 
+    def met_by(self, nbytes: int, bpp: float, quality: float, highest: float) -> bool:
+        """Does a file made earlier (`nbytes`, `bpp`, at `quality`) meet this target as a search would
+        now: within the window under a size or bpp budget, or anywhere under it at the `highest`
+        quality? Batch reruns keep such files. A PSNR needs the pixels, so it is never taken as met."""
+        if self.kind == "psnr":
+            return False
+        measured = nbytes if self.kind == "size" else bpp
+        return measured <= self.value and (measured >= self.value * (1 - SIZE_WINDOW) or quality == highest)
+
 
 @dataclass(frozen=True)
 class Reached:
@@ -61,6 +74,18 @@ class Reached:
     psnr: float | None  # mean of the two views' PSNR, dB (measured for PSNR targets only)
     encodes: int
     note: str = ""  # set when the search stopped short of its window (a non-monotonic curve)
+    under_budget: str = ""  # set when the highest quality's file is below a size or bpp budget's window: says so
+
+    def describe(self, target: Target) -> str:
+        """The result of the search in words, for the line that follows an encode at `target`."""
+        encodes = f"({self.encodes} encode{'' if self.encodes == 1 else 's'})"
+        if self.under_budget:
+            return f"{self.under_budget} {encodes}"
+        if target.kind == "psnr":
+            value = f"{self.psnr:.2f} dB"
+        else:
+            value = f"{self.nbytes:,} bytes" if target.kind == "size" else f"{self.encoded.container.bpp(self.nbytes):.4f} bpp"
+        return f"reached {value} at quality {self.quality:g} {encodes}" + (f"; {self.note}" if self.note else "")
 
 
 def pair_psnr(left: View, right: View, coded: Encoded | Decoded) -> float:
@@ -124,21 +149,17 @@ def _search_size(codec: Codec, left: View, right: View, budget: int, top: int, t
     probe = _Probe(codec, left, right, reconstruct=False)
     floor_ok = budget * (1 - SIZE_WINDOW)
 
-    def done(k: int, enc: Encoded, note: str = "") -> Reached:
-        return Reached(enc, _quality(k), len(enc.data), None, probe.count, note)
+    def done(k: int, enc: Encoded, note: str = "", under_budget: str = "") -> Reached:
+        return Reached(enc, _quality(k), len(enc.data), None, probe.count, note, under_budget)
 
     best = probe(top)
-    if len(best.data) <= budget:
-        if len(best.data) >= floor_ok:
-            return done(top, best)
-        raise TargetError(
-            f"--{target.kind} {target.describe()} is out of reach: the highest quality ({top / 1000:g}) "
-            f"makes {len(best.data):,} bytes, more than 3 % below it"
-        )
+    if len(best.data) <= budget:  # a ceiling the best file already fits under
+        return done(top, best, under_budget="" if len(best.data) >= floor_ok else _under(target, best, top))
     worst = probe(0)
     if len(worst.data) > budget:
         raise TargetError(
-            f"--{target.kind} {target.describe()} is out of reach: the lowest quality (0) already makes {len(worst.data):,} bytes"
+            f"--{target.kind} {target.describe()} is out of reach: the smallest file, at the lowest quality (0), "
+            f"is {_amount(target, worst)}"
         )
     lo, hi, enc_lo, s_hi = 0, top, worst, len(best.data)
     goal = math.log(budget * (1 - SIZE_WINDOW / 2))
@@ -152,6 +173,18 @@ def _search_size(codec: Codec, left: View, right: View, budget: int, top: int, t
     if len(enc_lo.data) < floor_ok:
         return done(lo, enc_lo, f"the closest file under the target is {100 * (1 - len(enc_lo.data) / budget):.1f} % below it")
     return done(lo, enc_lo)
+
+
+def _amount(target: Target, enc: Encoded) -> str:
+    """A file's size in the target's unit: bytes, or bits per pixel with the bytes."""
+    nbytes = len(enc.data)
+    return f"{nbytes:,} bytes" if target.kind == "size" else f"{enc.container.bpp(nbytes):.4f} bpp ({nbytes:,} bytes)"
+
+
+def _under(target: Target, best: Encoded, top: int) -> str:
+    """That a budget was not needed in full: the highest quality's file and the budget."""
+    budget = f"{target.value:,.0f}-byte" if target.kind == "size" else f"{target.value:g} bpp"
+    return f"quality {top / 1000:g} (the highest) makes {_amount(target, best)}, under the {budget} budget"
 
 
 def _search_psnr(codec: Codec, left: View, right: View, goal: float, top: int) -> Reached:

@@ -170,15 +170,23 @@ def _read_stored(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors exactly as the file stores them, and its stereocodec metadata."""
     try:
         tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
+    return tensors, read_metadata(path)
+
+
+def read_metadata(path: Path) -> dict:
+    """A safetensors weights file's stereocodec metadata, from its header alone: the store reads a
+    default's int8-delta base this way without loading any tensor."""
+    try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get(METADATA_KEY)
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({first_line(e)})") from None
     try:
-        meta = json.loads(raw) if raw else {}
+        return json.loads(raw) if raw else {}
     except json.JSONDecodeError:
         raise WeightsError(f"{path}: its stereocodec metadata is not valid JSON") from None
-    return tensors, meta
 
 
 def _int8_rows(name: str, t: torch.Tensor) -> bool:

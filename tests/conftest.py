@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stereocodec.store import archive_root
+
 # Small per-step tensor work is fastest single-threaded, and a 2-core CI machine runs the
 # CLI subprocesses beside this process: keep the test process itself on one thread.
 torch.set_num_threads(1)
@@ -27,6 +29,16 @@ def need_shared(*parts: str) -> Path:
             pytest.fail(msg + " but CI is set")
         pytest.skip(msg)
     return path
+
+
+def need_archive() -> None:
+    """Skip a test that needs archived weights where the weights archive is not installed; fail in
+    CI, whose install (.ci/run) includes it."""
+    if archive_root() is None:
+        msg = "the weights archive is not installed (pip install --no-build-isolation -e ./archive)"
+        if os.environ.get("CI"):
+            pytest.fail(msg + " but CI is set")
+        pytest.skip(msg)
 
 
 def run_cli(*args: str | Path, check: bool | None = None, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,15 +44,16 @@ def weights_file(tmp_path_factory) -> Path:
     return path
 
 
-def write_pair(folder: Path, seed: int, broken_right: bool = False) -> None:
-    """left.png / right.png of H x W, the right view a shifted copy of the left (real stereo-like)."""
+def write_pair(folder: Path, seed: int, broken_right: bool = False, size: tuple[int, int] = (H, W)) -> None:
+    """left.png / right.png of `size` (h, w), the right view a shifted copy of the left (real stereo-like)."""
     folder.mkdir(parents=True, exist_ok=True)
-    wide = smooth_view(seed, H, W + 4)
+    h, w = size
+    wide = smooth_view(seed, h, w + 4)
     Image.fromarray(wide[:, 4:]).save(folder / "left.png")
     if broken_right:
         (folder / "right.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     else:
-        Image.fromarray(wide[:, :W]).save(folder / "right.png")
+        Image.fromarray(wide[:, :w]).save(folder / "right.png")
 
 
 def tree(root: Path, names: list[str], broken: str | None = None) -> Path:
@@ -174,3 +178,50 @@ def test_batch_cli_decode_and_user_errors(tmp_path: Path, weights_file: Path) ->
     proc = run_cli("batch", tmp_path / "sbic", "-o", tmp_path / "png", "--decode", "--weights", weights_file, env=ONE_THREAD, check=True)
     assert summary(proc.stdout)["done"] == "1" and (tmp_path / "png" / "a_left.png").is_file()
     assert_clean_error(run_cli("batch", src, "-o", tmp_path / "o", "--weights", tmp_path / "nope.safetensors"))
+
+
+def test_batch_size_budget_codes_pairs_of_every_size(tmp_path: Path, weights_file: Path) -> None:
+    """One --size over pairs of two sizes: the large pair is coded to meet it, the small one is under it even
+    at the highest quality and gets that quality (a budget is a ceiling, not a goal); a rerun keeps both."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_pair(src / "large", 0)
+    write_pair(src / "small", 1, size=(H // 2, W // 2))
+    args = ("batch", src, "-o", out, "--weights", weights_file, "--size", "500")
+    first = run_cli(*args, env=ONE_THREAD, check=True)
+    table = summary(first.stdout)
+    assert (table["done"], table["failed"], table["under budget at the highest quality (this run)"]) == ("2", "0", "1"), first.stdout
+    sizes = {name: (out / f"{name}.sbic").stat().st_size for name in ("large", "small")}
+    qualities = {name: Container.from_bytes((out / f"{name}.sbic").read_bytes()).quality_value for name in sizes}
+    assert qualities["small"] == 5 and sizes["small"] < 500 * 0.97, (qualities, sizes)
+    assert qualities["large"] < 5 and sizes["large"] <= 500, (qualities, sizes)
+    again = run_cli(*args, env=ONE_THREAD, check=True)
+    assert summary(again.stdout)["skipped (valid output exists)"] == "2", again.stdout
+
+
+def run_cli_under_limit(limit: int, *args: str | Path) -> subprocess.CompletedProcess:
+    """`stereo-codec` as a real subprocess whose default pixel limit per view is lowered to `limit`."""
+    lowered = f"import runpy, stereocodec.limits as l; l.DEFAULT_MAX_PIXELS = {limit}; runpy.run_module('stereocodec', run_name='__main__')"
+    return subprocess.run([sys.executable, "-c", lowered, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **ONE_THREAD}, timeout=900)  # fmt: skip
+
+
+def test_batch_max_pixels_lets_a_pair_over_the_limit_through(tmp_path: Path, weights_file: Path) -> None:
+    """Without --max-pixels a pair over the limit fails alone, in one line, and the others are coded; with
+    it the pair is coded too (in worker processes), and the pairs already coded are kept: the pixel
+    limit is not a setting of the file."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_pair(src / "big", 0)  # H x W = 6,144 pixels a view
+    write_pair(src / "small", 1, size=(H // 2, W // 2))
+    args = ("batch", src, "-o", out, "--weights", weights_file)
+    refused = run_cli_under_limit(4000, *args)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stderr
+    assert (summary(refused.stdout)["done"], summary(refused.stdout)["failed"]) == ("1", "1"), refused.stdout
+    ((name, reason),) = re.findall(r"^failed: (\S+): (.*)$", refused.stdout, re.M)
+    assert name == "big" and f"{W}x{H}" in reason and reason.endswith(f"--max-pixels {H * W} raises it"), reason
+    assert sorted(outputs(out)) == ["small.sbic"]
+    allowed = run_cli_under_limit(4000, *args, "--max-pixels", str(H * W), "--workers", "2")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    table = summary(allowed.stdout)
+    assert (table["done"], table["skipped (valid output exists)"]) == ("1", "1"), allowed.stdout
+    big = Container.from_bytes((out / "big.sbic").read_bytes())
+    assert (big.views[0].height, big.views[0].width) == (H, W)

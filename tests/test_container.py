@@ -133,7 +133,7 @@ def _with_version(data: bytes, version: int) -> bytes:
     return bytes(header) + struct.pack("<I", zlib.crc32(header)) + data[header_length + 4 :]
 
 
-@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 3, 65535])
+@pytest.mark.parametrize("version", [FORMAT_VERSION + 1, 4, 65535])
 def test_newer_version_is_refused(version: int) -> None:
     crafted = _with_version(small_file(), version)
     with pytest.raises(ContainerError) as info:

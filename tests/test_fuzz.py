@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, assert_clean_error
+from conftest import ROOT, assert_clean_error, need_archive
 from stereocodec.errors import StereoCodecError
 from stereocodec.codec import Codec
 from stereocodec.container import Container, ContainerError, Stream, ViewInfo
@@ -164,6 +164,7 @@ cases = field_mutations() | header_byte_mutations() | raw_mutations() | st.binar
 
 
 def test_corpus_decodes() -> None:
+    need_archive()  # the store fixtures made by archived weights
     assert len(SEEDS) >= 5 and all(check_decode(s) == "ok" for s in SEEDS)
 
 

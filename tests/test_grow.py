@@ -8,17 +8,24 @@ import pytest
 import torch
 
 from stereocodec.nn.models import build_model
+from stereocodec.store import ARCHIVE_FOLDER, ARCHIVE_PACKAGE, STORE
 from stereocodec.train.grow import GrowthError, grow
 from stereocodec.train.loop import preset_config, rd_loss, warm_start
 from stereocodec.weights import load_weights
 
-STORE = Path(__file__).resolve().parents[1] / "stereocodec" / "weights_store"
+ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = {"bisic-fast": "bisic-fast-step25451.safetensors", "bisic": "bisic-step20920.safetensors"}
+
+
+def stored(file: str) -> Path:
+    """A stored weights file of this checkout, in the package's store or in the weights archive."""
+    folders = ROOT / "stereocodec" / STORE, ROOT / ARCHIVE_FOLDER / ARCHIVE_PACKAGE
+    return next(folder / file for folder in folders if (folder / file).is_file())
 
 
 def _grown(variant: str):
     torch.manual_seed(0)
-    small = load_weights(STORE / SHIPPED[variant]).model.float().eval()
+    small = load_weights(stored(SHIPPED[variant])).model.float().eval()
     wide = build_model(variant, preset_config("wide", variant)).eval()
     grow(small, wide)
     return small, wide
@@ -67,14 +74,14 @@ def test_networks_that_do_not_embed_are_refused() -> None:
 
 def test_warm_start_from_shipped_small_weights_grows_them() -> None:
     model = build_model("bisic-fast", preset_config("wide", "bisic-fast"))
-    message, steps = warm_start(model, STORE / SHIPPED["bisic-fast"])
+    message, steps = warm_start(model, stored(SHIPPED["bisic-fast"]))
     assert "grown from 48 to 192 latent channels" in message and steps == 25451
 
 
 def test_wide_weights_grow_into_wide_mid_and_the_new_channels_learn() -> None:
     """`wide-mid` widens the 1/8-resolution layers next to y: same output first, then the new
     channels' outgoing weights (zero) get gradients."""
-    wide = load_weights(STORE / "bisic-fast-step63151.safetensors").model.float().eval()
+    wide = load_weights(stored("bisic-fast-step63151.safetensors")).model.float().eval()
     torch.manual_seed(0)
     mid = build_model("bisic-fast", preset_config("wide-mid", "bisic-fast")).eval()
     grow(wide, mid)

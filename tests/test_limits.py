@@ -7,14 +7,14 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_clean_error, run_cli
+from conftest import ROOT, assert_clean_error, need_archive, run_cli
 from stereocodec.codec import Codec
 from stereocodec.container import Container, ContainerError, ViewInfo
 from stereocodec.io.images import InputError, padded_size
 from stereocodec.limits import BYTES_PER_PIXEL, DEFAULT_MAX_PIXELS, check_size, free_memory, min_y_bytes
 from stereocodec.store import load_stored, manifest
 
-FIXTURE = ROOT / "tests" / "data" / "store" / "bisic-fast-step25451.sbic"
+FIXTURE = ROOT / "tests" / "data" / "store" / "bisic-fast-step25451.sbic"  # its weights are in the weights archive
 
 
 def declaring(size: tuple[int, int]) -> bytes:
@@ -26,6 +26,7 @@ def declaring(size: tuple[int, int]) -> bytes:
 
 
 def test_decompression_bomb_refused_before_any_work(tmp_path) -> None:
+    need_archive()
     bomb = tmp_path / "bomb.sbic"
     bomb.write_bytes(declaring((65000, 65000)))
     start = time.perf_counter()
@@ -38,6 +39,7 @@ def test_decompression_bomb_refused_before_any_work(tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def codec() -> Codec:
+    need_archive()
     made_it = next(e for e in manifest() if e.file == FIXTURE.with_suffix(".safetensors").name)  # the fixture's weights
     return Codec(load_stored(made_it), max_pixels=65535 * 65535)
 

@@ -170,12 +170,35 @@ def test_psnr_target_is_met_at_or_above(shipped: Codec, name: str) -> None:
 
 def test_out_of_reach_targets_say_why(shipped: Codec) -> None:
     left, right = center_pair("foundation", 64)
-    with pytest.raises(TargetError, match="lowest quality"):
+    smallest = len(shipped.encode(left, right, 0, reconstruct=False).data)
+    with pytest.raises(TargetError, match=rf"smallest file, at the lowest quality \(0\), is {smallest:,} bytes$"):
         encode_to_target(shipped, left, right, Target("size", 50))
-    with pytest.raises(TargetError, match="highest quality"):
-        encode_to_target(shipped, left, right, Target("bpp", 20.0))
+    with pytest.raises(TargetError, match=rf"lowest quality \(0\), is \d\.\d{{4}} bpp \({smallest:,} bytes\)$"):
+        encode_to_target(shipped, left, right, Target("bpp", 0.001))
     with pytest.raises(TargetError, match="highest quality .* reaches"):
         encode_to_target(shipped, left, right, Target("psnr", 60))
+
+
+def test_generous_budgets_are_ceilings(shipped: Codec) -> None:
+    """A size or bpp budget the highest quality is under gives the highest quality, in one encode, and says so."""
+    left, right = center_pair("foundation", 64)
+    best = shipped.encode(left, right, 5, reconstruct=False).data
+    for target, said in ((Target("bpp", 20.0), "under the 20 bpp budget"), (Target("size", 10**8), "under the 100,000,000-byte budget")):
+        reached = encode_to_target(shipped, left, right, target)
+        assert (reached.quality, reached.encodes, reached.encoded.data, reached.note) == (5, 1, best, "")
+        assert reached.under_budget.startswith("quality 5 (the highest) makes") and reached.under_budget.endswith(said)
+        assert reached.describe(target) == f"{reached.under_budget} (1 encode)"
+    exact = encode_to_target(shipped, left, right, Target("size", len(best)))  # met in full: an ordinary result
+    assert exact.encoded.data == best and not exact.under_budget
+
+
+def test_a_file_meets_a_budget_within_its_window_or_at_the_highest_quality() -> None:
+    """What a batch rerun keeps: the same rule as the search's."""
+    size = Target("size", 1000)
+    assert size.met_by(980, 0.1, 2.5, 5) and size.met_by(500, 0.1, 5, 5)
+    assert not size.met_by(500, 0.1, 4.9, 5) and not size.met_by(1001, 0.1, 5, 5)
+    assert Target("bpp", 0.5).met_by(100, 0.2, 5, 5) and not Target("bpp", 0.5).met_by(100, 0.2, 3, 5)
+    assert not Target("psnr", 30).met_by(100, 0.2, 5, 5)
 
 
 # ---- the command line -----------------------------------------------------------------------
@@ -216,6 +239,26 @@ def test_cli_targets(tmp_path, pair_files, reachable_psnr: float) -> None:
         proc = run_cli("encode", *pair_files, "-o", out, "--force", *args)
         assert_clean_error(proc)
         assert proc.returncode == 1 and out.read_bytes() == before, args
+
+
+def test_cli_generous_budgets_give_the_highest_quality_and_small_ones_fail(tmp_path, pair_files, shipped: Codec) -> None:
+    """A budget is a ceiling: --size and --bpp above the highest quality's file write the very file of -q 5.
+    Below the lowest quality's file the budget stays an error that names the smallest file, as does a
+    PSNR above the highest quality's."""
+    best = tmp_path / "q5.sbic"
+    run_cli("encode", *pair_files, "-o", best, "-q", "5", check=True)
+    proc = run_cli("encode", *pair_files, "-o", tmp_path / "bpp.sbic", "--bpp", "20", check=True)
+    assert "target 20 bpp: quality 5 (the highest) makes" in proc.stdout and "under the 20 bpp budget (1 encode)" in proc.stdout
+    proc = run_cli("encode", *pair_files, "-o", tmp_path / "size.sbic", "--size", "100000000", "--json", check=True)
+    summary = json.loads(proc.stdout)
+    assert (summary["quality"], summary["under_budget"], summary["encodes"]) == (5, True, 1)
+    assert (tmp_path / "bpp.sbic").read_bytes() == (tmp_path / "size.sbic").read_bytes() == best.read_bytes()
+    smallest = len(shipped.encode(*(read_view(p) for p in pair_files), 0, reconstruct=False).data)
+    for args, said in ((["--size", "10"], f"the smallest file, at the lowest quality (0), is {smallest:,} bytes"),
+                       (["--psnr", "70"], "the highest quality (5) reaches")):  # fmt: skip
+        proc = run_cli("encode", *pair_files, "-o", tmp_path / "no.sbic", *args)
+        assert_clean_error(proc)
+        assert proc.returncode == 1 and said in proc.stderr and not (tmp_path / "no.sbic").exists(), proc.stderr
 
 
 def test_cli_batch_bpp_target(tmp_path, pair_files) -> None:

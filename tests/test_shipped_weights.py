@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import need_shared, run_cli
+from conftest import need_archive, need_shared, run_cli
 from stereocodec.codec import Codec
 from stereocodec.io.images import View, read_view
 from stereocodec.metrics import psnr
@@ -33,6 +33,7 @@ def test_shipped_weights_metadata_and_size(variant: str) -> None:
 def test_every_shipped_weights_file_is_in_the_history() -> None:
     """weights_store/history.json names every development weights file shipped before the store, so
     that a file they made can say where its weights are; the first stored ones are listed too."""
+    need_archive()
     history = json.loads(store_root().joinpath(HISTORY).read_text())
     assert len({e["name"] for e in history}) == len(history)
     assert all(len(fp) == 64 and int(fp, 16) >= 0 for e in history for fp in e["fingerprints"])

@@ -21,7 +21,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from .common import DEFAULT_VARIANT, ENV_WEIGHTS, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out, size_targets
+from .common import (
+    DEFAULT_VARIANT, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out, size_targets,
+)
 
 if TYPE_CHECKING:
     from ..batch import BatchResult, CodecSpec
@@ -94,11 +96,11 @@ def _progress(unit: str) -> Progress | _LineProgress:
     )  # fmt: skip
 
 
-def _spec(weights: Path | None, variant: str | None, refine_steps: int = 0) -> CodecSpec:
+def _spec(weights: Path | None, variant: str | None, refine_steps: int = 0, max_pixels: int | None = None) -> CodecSpec:
     """The network to load: --weights, or the shipped weights of --variant (default variant otherwise)."""
     from ..batch import CodecSpec
 
-    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT), refine_steps=refine_steps)
+    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT), refine_steps=refine_steps, max_pixels=max_pixels)
 
 
 def _mb(nbytes: int) -> str:
@@ -119,6 +121,8 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
     ]
     if verify:
         rows.append(("mean PSNR dB (this run)", "—" if result.mean_psnr is None else f"{result.mean_psnr:.2f}"))
+    if result.under_budget:
+        rows.append(("under budget at the highest quality (this run)", str(result.under_budget)))
     table = Table(title="batch decode" if decode else "batch encode", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
@@ -137,6 +141,7 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @psnr_target
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP + " Per pair, as for encode.")
 @click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (1 or more), one network and one thread each.")
 @click.option("--shard", default=None, metavar="K/N", help="Only the K-th of N interleaved shares of the pairs (1-based).")
 @click.option("--verify", is_flag=True, help="Decode every new file and report its PSNR against the input.")
@@ -145,12 +150,13 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--sbs", is_flag=True, help="Also take every unpaired image as a side-by-side pair (left | right).")
 @click.option("--cross", is_flag=True, help="With --sbs: the side-by-side images are cross-eyed (right | left).")
 def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | None, size: int | None, bpp: float | None,
-          psnr_db: float | None, weights: Path | None, workers: int, shard: str | None, verify: bool, force: bool,
-          decode: bool, sbs: bool, cross: bool) -> None:
+          psnr_db: float | None, weights: Path | None, max_pixels: int | None, workers: int, shard: str | None, verify: bool,
+          force: bool, decode: bool, sbs: bool, cross: bool) -> None:
     """Compress every stereo pair under IN_DIR (pairs of files, .mpo, side-by-side) to OUT_DIR/<name>.sbic.
 
     Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed
-    (a pair whose --size/--bpp/--psnr target is out of reach fails with the reason).
+    (a pair whose --size/--bpp/--psnr target is out of reach, or whose views are over --max-pixels, fails
+    with the reason). A --size or --bpp budget is a ceiling: a pair under it at the highest quality gets that.
     """
     from ..batch import plan_jobs, run_batch
     from ..batch_checks import check_writable_dir
@@ -164,7 +170,7 @@ def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | Non
     if cross and not sbs:
         raise InputError("--cross describes side-by-side images: use it with --sbs")
     jobs, note = plan_jobs(in_dir, out_dir, decode, shard, ("cross" if cross else "parallel") if sbs else None)
-    spec = _spec(weights, variant)
+    spec = _spec(weights, variant, max_pixels=max_pixels)
     if weights is not None or not decode:  # decoding without --weights loads each file's variant
         spec.check()
     if not decode:  # once, here, rather than once per pair
@@ -309,7 +315,7 @@ def report(in_dir: Path, codecs: str | None, anchor: str | None, qualities: tupl
       sbic − codec dB  rate targets: sbic's PSNR minus the codec's at the same bpp (positive = sbic better)
       sbic bits %      --psnr: sbic's bpp against the codec's for the same PSNR (negative = sbic fewer bits)
     The last table averages that column over the pairs where both have a value. A target out of reach
-    on a pair is said in a note; the report goes on.
+    on a pair, or a --size/--bpp budget that its highest quality is under, is said in a note; the report goes on.
     Progress goes to standard error: a live bar on a terminal, a line every 10 s otherwise.
     """
     from ..eval.baselines import chroma_note

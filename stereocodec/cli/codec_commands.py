@@ -128,7 +128,8 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
         "seconds": seconds,
     }
     if reached is not None:
-        summary |= {"target": {"kind": target.kind, "value": target.value}, "encodes": reached.encodes}
+        summary |= {"target": {"kind": target.kind, "value": target.value}, "encodes": reached.encodes,
+                    "under_budget": bool(reached.under_budget)}
     if with_psnr:
         summary |= {"psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right)}
     if enc.refinement is not None:
@@ -138,11 +139,8 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
         click.echo(json.dumps(summary), err=is_stdio(output))
         return
     shown = err if is_stdio(output) else out
-    if target is not None:
-        reached_text = (f"{len(enc.data):,} bytes" if target.kind == "size" else f"{summary['bpp']:.4f} bpp"
-                        if target.kind == "bpp" else f"{reached.psnr:.2f} dB")
-        shown.print(f"target {target.describe()}: reached {reached_text} at quality {enc.container.quality_value:g} "
-               f"({reached.encodes} encodes)" + (f"; {reached.note}" if reached.note else ""), highlight=False)
+    if reached is not None:
+        shown.print(f"target {target.describe()}: {reached.describe(target)}", highlight=False)
     quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
     if enc.refinement is not None:
         r = enc.refinement

@@ -31,7 +31,7 @@ def size_targets(command: Callable) -> Callable:
     )(command)  # fmt: skip
     return click.option(
         "--size", type=click.IntRange(1), default=None, metavar="BYTES",
-        help="Choose the highest quality whose file is at most BYTES, landing within 3 % below (bisection on real encodes).",
+        help="Choose the highest quality whose file is at most BYTES: within 3 % below it, or the highest quality's file when that is smaller (bisection on real encodes).",
     )(command)  # fmt: skip
 
 

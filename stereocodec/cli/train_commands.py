@@ -114,12 +114,16 @@ def grow_run(checkpoint: Path, preset: str, run_dir: Path) -> None:
 @click.argument("weights", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--store", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
               help="The weights_store folder of a source checkout (default: the one this package runs from).")
+@click.option("--archive", type=click.Path(path_type=Path, file_okay=False, exists=True), default=None,
+              help="The weights archive's package folder (default: archive/stereocodec_weights_archive of the store's checkout).")
 @click.option("--not-default", is_flag=True, help="Keep the current default for encoding; only add the version.")
-def ship_weights(weights: Path, store: Path | None, not_default: bool) -> None:
-    """For maintainers: add exported weights to the store as a new version; earlier versions stay."""
+def ship_weights(weights: Path, store: Path | None, archive: Path | None, not_default: bool) -> None:
+    """For maintainers: add exported weights to the store as a new version; earlier versions stay,
+    and those no default needs any more move to the weights archive (the package carries the rest)."""
     from ..store import add_version
 
-    entry = add_version(weights, store, default=not not_default)
+    entry = add_version(weights, store, default=not not_default, archive_dir=archive)
     role = "the new default" if entry.default else "an extra version"
-    out.print(f"added {entry.file} ({entry.name}, {entry.fingerprint[:12]}) as {role}; "
-              "run tests/data/store/make_fixtures.py and commit both", highlight=False)
+    out.print(f"added {entry.file} ({entry.name}, {entry.fingerprint[:12]}) as {role}, versions no default needs "
+              "moved to the weights archive; run tests/data/store/make_fixtures.py and commit the store, the archive "
+              "and the fixtures", highlight=False)

@@ -2,7 +2,9 @@
 
 The spatial orders in `latent_codecs` call only what these protocols name, so a network
 works with an order exactly when it has these members (checked when a codec is built).
-Every tensor is per view, (2, C, h, w): left and right stacked on the batch axis.
+Every tensor is per view, (2, C, h, w): left and right stacked on the batch axis. The float
+network and its exact twin (`nn.integer.integer_entropy_model`, Q.12 integers in float64) both
+meet these protocols, so one walk drives either.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class SliceNetwork(Protocol):
 class WavefrontNetwork(SliceNetwork, Protocol):
     """BiSIC: the spatial context is a masked 5x5 3-D conv, which the wavefront evaluates patch by patch."""
 
-    context_prediction_list: nn.ModuleList  # [k]: slice k's MaskedConv3d (weight, mask, bias)
+    context_prediction_list: nn.ModuleList  # [k]: slice k's masked conv, evaluated at positions by `forward_patches`
 
 
 @runtime_checkable

@@ -11,6 +11,10 @@ prior; then for each channel slice, a spatial order codes y: `raster_wavefront` 
 and a whole anti-diagonal are coded per step) and `checkerboard` for BiSIC-Fast (anchors,
 then non-anchors conditioned on them). What an order may ask of a network is named in
 `contract`; the codec checks it when it is built.
+
+Two arithmetics drive the same walks (`numerics`): the float network (formats v1 and v2) and
+the exact entropy path (`nn.integer`, format v3), whose means, scales and decoded values are
+integers that every machine computes alike. The image transforms stay float in both.
 """
 
 from __future__ import annotations
@@ -22,9 +26,11 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..nn.integer import integer_entropy_model
 from ..nn.models import BiSICBase, anchor_mask, from_views, to_views
 from .contract import CheckerboardNetwork, SliceNetwork, WavefrontNetwork
-from .range_coding import CodingError, SymbolDecoder, SymbolEncoder, categorical_tables, scale_indices
+from .numerics import FIXED_POINT, FLOAT, FixedPointArithmetic, FloatArithmetic
+from .range_coding import CodingError, SymbolDecoder, SymbolEncoder, categorical_tables
 
 
 class SymbolIO(Protocol):
@@ -35,14 +41,18 @@ class SymbolIO(Protocol):
     def categorical(self, target: torch.Tensor | None, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor: ...
 
 
+Arithmetic = FloatArithmetic | FixedPointArithmetic
+
+
 class EncodeIO:
-    def __init__(self, coder: SymbolEncoder) -> None:
+    def __init__(self, coder: SymbolEncoder, numerics: Arithmetic) -> None:
         self.coder = coder
+        self.numerics = numerics
 
     def gaussian(self, target: torch.Tensor, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-        symbols = torch.round(target - means)
-        self.coder.gaussian(symbols.cpu().numpy().astype(np.int64), scale_indices(scales))
-        return symbols + means
+        symbols = self.numerics.symbols(target, means)
+        self.coder.gaussian(symbols.cpu().numpy().astype(np.int64), self.numerics.indices(scales))
+        return self.numerics.values(symbols, means)
 
     def categorical(self, target: torch.Tensor, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor:
         symbols = target.cpu().numpy().astype(np.int64)
@@ -51,12 +61,13 @@ class EncodeIO:
 
 
 class DecodeIO:
-    def __init__(self, coder: SymbolDecoder) -> None:
+    def __init__(self, coder: SymbolDecoder, numerics: Arithmetic) -> None:
         self.coder = coder
+        self.numerics = numerics
 
     def gaussian(self, target: None, means: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-        symbols = self.coder.gaussian(scale_indices(scales))
-        return torch.from_numpy(symbols).to(means.dtype).to(means.device).reshape(means.shape) + means
+        symbols = self.coder.gaussian(self.numerics.indices(scales))
+        return self.numerics.values(torch.from_numpy(symbols).to(means.dtype).to(means.device).reshape(means.shape), means)
 
     def categorical(self, target: None, rows: np.ndarray, *tables: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.coder.categorical(rows, *tables)).float()
@@ -83,17 +94,16 @@ def raster_wavefront(
     """
     conv = model.context_prediction_list[k]
     c = conv.in_channels
-    weight = (conv.weight * conv.mask).reshape(conv.out_channels, -1)
     h, w = hm.shape[-2:]
     dev = hm.device
-    ypad = torch.zeros(c, 4, h + 4, w + 4, device=dev)  # depth 1 = left, 2 = right; zero borders
-    out = torch.zeros(2, c, h, w, device=dev)
+    ypad = torch.zeros(c, 4, h + 4, w + 4, device=dev, dtype=hm.dtype)  # depth 1 = left, 2 = right; zero borders
+    out = torch.zeros(2, c, h, w, device=dev, dtype=hm.dtype)
     taps = torch.arange(5, device=dev)
     for rows, cols in wavefront_positions(h, w, dev):
         p = len(rows)
         patches = ypad[:, :, rows[:, None, None] + taps[None, :, None], cols[:, None, None] + taps[None, None, :]]
         ctx = torch.stack([
-            patches[:, v:v + 3].permute(2, 0, 1, 3, 4).reshape(p, -1) @ weight.T + conv.bias for v in (0, 1)
+            conv.forward_patches(patches[:, v:v + 3].permute(2, 0, 1, 3, 4).reshape(p, -1)) for v in (0, 1)
         ])  # (2, P, 2c)
         at = lambda t4: t4[:, :, rows, cols].permute(0, 2, 1).reshape(2 * p, -1, 1, 1)  # noqa: E731
         means, scales = model.slice_params(
@@ -111,7 +121,7 @@ def checkerboard(
 ) -> torch.Tensor:
     """BiSIC-Fast's slice in two passes: anchors from hyperprior + channel context, then the rest."""
     anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
-    out = torch.zeros(2, model.config.c, *hm.shape[-2:], device=hm.device)
+    out = torch.zeros(2, model.config.c, *hm.shape[-2:], device=hm.device, dtype=hm.dtype)
     mu, s = model.anchor_params(k, hm, hs, ch)
     out[..., anchors] = io.gaussian(None if y is None else y[..., anchors], mu[..., anchors], s[..., anchors])
     ctx = model.slice_context(k, from_views(out))
@@ -137,27 +147,33 @@ class Compressed:
 
 
 class StereoLatentCodec:
-    """Hyperprior x channel slices x spatial order, for both views at once."""
+    """Hyperprior x channel slices x spatial order, for both views at once.
 
-    def __init__(self, model: BiSICBase) -> None:
+    `exact` codes with the exact entropy path (format v3); otherwise with the float network
+    (formats v1 and v2, kept so that their files still decode).
+    """
+
+    def __init__(self, model: BiSICBase, exact: bool = True) -> None:
         self.model = model.eval()
+        self.exact = exact
+        self.numerics: Arithmetic = FIXED_POINT if exact else FLOAT
+        self.entropy = integer_entropy_model(model) if exact else self.model  # what computes the coder's inputs
         pmfs, minima, lengths = model.hyperprior.entropy_bottleneck.pmf_tables()
         self.z_tables = (categorical_tables(pmfs, lengths), minima, lengths)
         self.spatial, needs = SPATIAL_ORDERS[model.variant]
-        if not isinstance(model, needs):
+        if not isinstance(self.entropy, needs):
             raise TypeError(f"{type(model).__name__} lacks what {self.spatial.__name__} asks of a network ({needs.__name__})")
 
     def _z(self, io: SymbolIO, z: torch.Tensor | None, shape: tuple[int, int]) -> torch.Tensor:
-        medians = self.model.hyperprior.entropy_bottleneck.medians().detach()
-        m = len(medians)
+        medians = self.numerics.medians(self.model)[None, :, None, None]
+        m = medians.shape[1]
         rows = np.broadcast_to(np.arange(m)[None, :, None], (2, m, shape[0] * shape[1])).reshape(-1)
-        target = None if z is None else torch.round(to_views(z) - medians[None, :, None, None])
+        target = None if z is None else self.numerics.symbols(to_views(z), medians)
         symbols = io.categorical(target, rows, *self.z_tables)
-        z_hat = symbols.reshape(2, m, *shape).to(medians.device) + medians[None, :, None, None]
-        return from_views(z_hat)
+        return from_views(self.numerics.values(symbols.reshape(2, m, *shape).to(medians.device), medians))
 
     def _y(self, io: SymbolIO, y: torch.Tensor | None, hm: torch.Tensor, hs: torch.Tensor) -> torch.Tensor:
-        model, c = self.model, self.model.config.c
+        model, c = self.entropy, self.model.config.c
         done: list[torch.Tensor] = []
         for k in range(model.config.slices):
             ch = model.channel_context(k, done)
@@ -177,12 +193,13 @@ class StereoLatentCodec:
         model = self.model
         y = model.scale_y(model.analysis(x) if y is None else y, quality)
         z = model.hyperprior.hyper_encoder(y)
-        z_coder = SymbolEncoder()
-        z_hat = self._z(EncodeIO(z_coder), z, z.shape[-2:])
-        hm, hs = model.hyperprior.decode(z_hat)
-        y_coder = SymbolEncoder(z_coder.crc)
-        y_hat = self._y(EncodeIO(y_coder), y, hm, hs)
-        x_hat = model.synthesis(model.unscale_y(y_hat, quality)) if reconstruct else None
+        table = self.numerics.scale_table
+        z_coder = SymbolEncoder(scale_table=table)
+        z_hat = self._z(EncodeIO(z_coder, self.numerics), z, z.shape[-2:])
+        hm, hs = self.entropy.hyperprior.decode(z_hat)
+        y_coder = SymbolEncoder(z_coder.crc, table)
+        y_hat = self._y(EncodeIO(y_coder, self.numerics), y, hm, hs)
+        x_hat = self._synthesis(y_hat, quality) if reconstruct else None
         return Compressed(
             {"z": z_coder.finish(), "y": y_coder.finish()},
             y_coder.crc,
@@ -190,17 +207,20 @@ class StereoLatentCodec:
             z_coder.information_bits + y_coder.information_bits,
         )
 
+    def _synthesis(self, y_hat: torch.Tensor, quality: float | None) -> torch.Tensor:
+        return self.model.synthesis(self.model.unscale_y(self.numerics.real(y_hat), quality))
+
     @torch.no_grad()
     def decompress(self, streams: dict[str, bytes], size: tuple[int, int], quality: float | None, checksum: int) -> torch.Tensor:
-        model = self.model
-        z_coder = SymbolDecoder(streams["z"])
-        z_hat = self._z(DecodeIO(z_coder), None, (size[0] // 64, size[1] // 64))
-        hm, hs = model.hyperprior.decode(z_hat.to(next(model.parameters()).device))
-        y_coder = SymbolDecoder(streams["y"], z_coder.crc)
-        y_hat = self._y(DecodeIO(y_coder), None, hm, hs)
+        table = self.numerics.scale_table
+        z_coder = SymbolDecoder(streams["z"], scale_table=table)
+        z_hat = self._z(DecodeIO(z_coder, self.numerics), None, (size[0] // 64, size[1] // 64))
+        hm, hs = self.entropy.hyperprior.decode(z_hat.to(next(self.model.parameters()).device))
+        y_coder = SymbolDecoder(streams["y"], z_coder.crc, table)
+        y_hat = self._y(DecodeIO(y_coder, self.numerics), None, hm, hs)
         if y_coder.crc != checksum:
             raise CodingError(
                 "decoded symbols do not match the encoder's checksum: the file is corrupted or this "
                 "machine's arithmetic differs from the encoder's"
             )
-        return model.synthesis(model.unscale_y(y_hat, quality))
+        return self._synthesis(y_hat, quality)

@@ -59,11 +59,15 @@ def categorical_tables(pmfs: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 
 
 class SymbolEncoder:
-    """One range-coded stream; `crc` chains over every symbol coded so far."""
+    """One range-coded stream; `crc` chains over every symbol coded so far.
 
-    def __init__(self, crc: int = 0) -> None:
+    `scale_table` holds the standard deviation of each scale index (formats v1 and v2 use
+    SCALE_TABLE, v3 its exactly defined twin, `numerics.exact_scale_table`)."""
+
+    def __init__(self, crc: int = 0, scale_table: np.ndarray = SCALE_TABLE) -> None:
         self._coder = constriction.stream.queue.RangeEncoder()
         self.crc = crc
+        self.scale_table = scale_table
         self.information_bits = 0.0  # -log2 of the coded symbols' probabilities under the coding models
 
     def _escape_values(self, values: np.ndarray) -> None:
@@ -79,7 +83,7 @@ class SymbolEncoder:
         symbols = symbols.astype(np.int64).reshape(-1)
         self.crc = zlib.crc32(symbols.astype("<i8").tobytes(), self.crc)
         clipped = np.clip(symbols, -GAUSSIAN_BOUND, GAUSSIAN_BOUND)
-        stds = SCALE_TABLE[scale_idx]
+        stds = self.scale_table[scale_idx]
         self._coder.encode(clipped.astype(np.int32), _GAUSSIAN, np.zeros(len(clipped)), stds)
         s, sd = torch.from_numpy(np.abs(clipped).astype(np.float64)), torch.from_numpy(stds)
         p = torch.special.ndtr((0.5 - s) / sd) - torch.special.ndtr((-0.5 - s) / sd)
@@ -108,11 +112,12 @@ class SymbolEncoder:
 class SymbolDecoder:
     """Reads what `SymbolEncoder` wrote, in the same order and with the same models."""
 
-    def __init__(self, data: bytes, crc: int = 0) -> None:
+    def __init__(self, data: bytes, crc: int = 0, scale_table: np.ndarray = SCALE_TABLE) -> None:
         if len(data) % 4:
             raise CodingError("corrupted stream (its length is not a whole number of 32-bit words)")
         self._coder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
         self.crc = crc
+        self.scale_table = scale_table
 
     def _decode(self, *args) -> np.ndarray:
         try:
@@ -127,7 +132,7 @@ class SymbolDecoder:
 
     def gaussian(self, scale_idx: np.ndarray) -> np.ndarray:
         n = len(scale_idx)
-        symbols = self._decode(_GAUSSIAN, np.zeros(n), SCALE_TABLE[scale_idx])
+        symbols = self._decode(_GAUSSIAN, np.zeros(n), self.scale_table[scale_idx])
         escaped = np.abs(symbols) >= GAUSSIAN_BOUND
         if escaped.any():
             symbols[escaped] = self._escape_values(int(escaped.sum()))

@@ -154,7 +154,7 @@ class TargetRow:
     pair: str
     sbic: RDPoint | None  # None when no quality of the weights meets the target on this pair
     encodes: int  # real encodes the search took
-    note: str  # why the target is out of reach, or how the search stopped short of its window
+    note: str  # why the target is out of reach, how the search stopped short of its window, or that a budget was not needed in full
     baselines: dict[str, AtTarget | None]  # None: sbic's point lies outside the range of that codec's settings
 
 
@@ -425,7 +425,7 @@ def target_row(pair: str, sbic: RDPoint, reached: Reached, points: list[RDPoint]
     along, value = ("psnr", sbic.psnr) if kind == "psnr" else ("bpp", sbic.bpp)
     names = dict.fromkeys(p.codec for p in points if p.pair == pair and p.codec != SBIC)
     baselines = {n: interpolate([p for p in points if p.pair == pair and p.codec == n], along, value) for n in names}
-    return TargetRow(pair, sbic, reached.encodes, reached.note, baselines)
+    return TargetRow(pair, sbic, reached.encodes, reached.note or reached.under_budget, baselines)
 
 
 def target_gap(sbic: RDPoint, baseline: AtTarget, kind: str) -> float:
@@ -493,6 +493,8 @@ def run_report(plan: ReportPlan, progress_callback: Callable[[int, str], None] |
                 rows.append(target_row(source.name, sbic, reached, points, plan.target.kind))
                 if reached.note:
                     notes.append(f"pair {source.name}: sbic stopped short of the target's window: {reached.note}")
+                if reached.under_budget:
+                    notes.append(f"pair {source.name}: sbic's budget was not needed in full: {reached.under_budget}")
             advance(1, f"{source.name} sbic {plan.target.describe()}")
     if not pairs:
         raise InputError("no pair could be read; nothing to report")

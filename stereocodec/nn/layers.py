@@ -117,3 +117,16 @@ class MaskedConv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.weight * self.mask, self.bias)
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The conv at single positions: patches (P, in * 3 * 5 * 5) -> (P, out), for a decoder that
+        evaluates the context only where the next symbols are."""
+        return patches @ (self.weight * self.mask).reshape(self.out_channels, -1).T + self.bias
+
+
+class HalfTanh(nn.Module):
+    """0.5 tanh, the squashing of the latent residual prediction (a module so that the exact
+    entropy path can put its integer version in its place)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * torch.tanh(x)

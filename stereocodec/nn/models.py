@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .entropy_models import FactorizedPrior, GaussianConditional, quantize
-from .layers import MaskedConv3d, MutualAttention, conv3d, conv3d_k3, deconv3d, mlp
+from .layers import HalfTanh, MaskedConv3d, MutualAttention, conv3d, conv3d_k3, deconv3d, mlp
 from .presets import DEFAULT_SLICES, VARIANTS
 
 
@@ -153,6 +153,7 @@ class BiSICBase(nn.Module):
         self.chan_SAM = MutualAttention(C)
         self.LRP_Transform_zero = mlp([2 * Y + c, *config.lrp_hidden, c])
         self.LRP_Transform_list = nn.ModuleList(mlp([2 * Y + c + C, *config.lrp_hidden, c]) for _ in range(1, K))
+        self.lrp_squash = HalfTanh()
         if config.qualities:
             # Variable rate: per-quality channel gains on y (before quantisation) and inverse gains after.
             self.gain = nn.Parameter(torch.ones(config.qualities, Y))
@@ -226,7 +227,7 @@ class BiSICBase(nn.Module):
             r = self.LRP_Transform_zero(torch.cat([hm, y_hat], dim=1))
         else:
             r = self.LRP_Transform_list[k - 1](torch.cat([hm, ch, y_hat], dim=1))
-        return y_hat + 0.5 * torch.tanh(r)
+        return y_hat + self.lrp_squash(r)
 
     def slice_context(self, k: int, y_ctx: torch.Tensor) -> torch.Tensor:
         """Spatial context (2B, 2c, h, w) of slice k from context values y_ctx (B, c, 2, h, w)."""

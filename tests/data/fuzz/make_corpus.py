@@ -3,7 +3,8 @@
     python tests/data/fuzz/make_corpus.py
 
 Small views keep every fuzz case fast; the corpus covers both variants, odd sizes (padding),
-grayscale and the quality range.
+grayscale and the quality range, in format v3 (the store fixtures beside them are v1 files, the legacy
+float entropy path).
 """
 
 from pathlib import Path

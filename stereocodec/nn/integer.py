@@ -1,0 +1,395 @@
+"""The exact entropy path: the entropy model in integer arithmetic, the same integers on every machine.
+
+A range decoder needs the encoder's model parameters bit for bit. Float32 results change in
+their last bits with the thread count, the SIMD kernels, the BLAS or oneDNN build and the
+device, and a mean or scale that moves across a rounding point desynchronises the decoder.
+So everything the decoder computes between the coded symbols and the coder's inputs (the
+hyper-decoders, the channel context and its stereo attention, the spatial contexts, the
+entropy-parameter networks and the latent residual prediction) runs here on integers:
+
+- Every activation is an integer count of 2^-FRAC (FRAC = 12), clamped to |a| <= ACT_MAX
+  (2^28 - 1, that is |value| < 65536) wherever a layer reads it.
+- A layer's float weights become, per output channel c, integers w_c * 2^e_c (round half to
+  even) and a bias b_c * 2^(FRAC + e_c); e_c is the largest exponent <= E_MAX for which the
+  channel's L1 norm times 2^e_c is at most 2^W_BITS and every partial sum of the layer stays
+  below ACC_LIMIT = 2^52 (checked per channel: sum |w_int| * ACT_MAX + |b_int|). The L1 norm
+  is `math.fsum` (exactly rounded), so the rule gives the same integers everywhere.
+- The integers are carried in float64 tensors: products and sums of integers below 2^53 are
+  exact whatever the summation order, so ordinary float64 conv and matmul kernels (any thread
+  count, SIMD width, BLAS, CPU or GPU) return the same integers. cuDNN is switched off around
+  them (it may pick FFT or Winograd algorithms, which are not sums of products); oneDNN has no
+  float64 convolutions, so the CPU takes ATen's im2col-and-BLAS kernels.
+  Requantisation, x * 2^-e_c rounded half up, is exact in float64 too.
+- GELU, LeakyReLU(0.01), 0.5 tanh and the exponentials of the attention's softmaxes are
+  integer operations: lookup tables every 2^-8 with linear interpolation in int64, tables built
+  once by `decimal` arithmetic (exactly specified, so the same on every platform), and
+  LeakyReLU's slope as 10486 / 2^20. A softmax's normalisation is an exact int64 division.
+
+The bounds that keep every accumulator exact are in `accumulator_bounds`, which the tests check
+for every shipped weights file and for the largest view the container can declare.
+"""
+
+from __future__ import annotations
+
+import copy
+from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .layers import EfficientAttention, HalfTanh, MaskedConv3d, ResidualBlock
+from .models import BiSICBase
+
+FRAC = 12  # fractional bits of every activation
+ONE = 1 << FRAC
+ACT_MAX = (1 << 28) - 1  # |activation| in units of 2^-FRAC
+ACC_LIMIT = 1 << 52  # every partial sum of a float64 kernel stays below this
+W_BITS = 23  # a channel's weights sum (in absolute value) to at most 2^W_BITS
+E_MAX = 40  # largest weight exponent (channels with tiny weights)
+LUT_SHIFT = 4  # tables hold one entry every 2^(LUT_SHIFT - FRAC) = 1/256
+EXP_FRAC = 15  # fractional bits of a softmax's exponentials
+LEAKY_NUM, LEAKY_SHIFT = 10486, 20  # LeakyReLU slope 0.01 as 10486 / 2^20 (0.0100002)
+SOFTMAX_TOTAL = 60  # bits an exponential-weighted sum over positions may use in int64
+BLOCK_BITS = 52  # bits a float64 block of such a sum may use
+_DECIMAL = Context(prec=50)
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510")
+
+# The modules of a BiSIC network that are not on the entropy path (the image transforms and
+# the hyper-encoder, which only the encoder runs); they stay float and are not copied here.
+TRANSFORMS = (
+    "Conv3DEncoder_A", "En_Transfer_A", "Conv3DEncoder_B", "En_Transfer_B",
+    "De_Transfer_A", "Conv3DDecoder_A", "De_Transfer_B", "Conv3DDecoder_B",
+)
+
+
+# --- lookup tables, built with exactly specified decimal arithmetic -------------------------
+GELU_RANGE = 8  # GELU(x) is x above it and 0 below minus it, to within 2^-FRAC
+TANH_RANGE = 8  # 0.5 tanh(x) is +-0.5 beyond it, to within 2^-FRAC
+EXP_RANGE = 16  # exp(-x) * 2^EXP_FRAC rounds to 0 beyond it
+_STEPS = 1 << (FRAC - LUT_SHIFT)  # table entries per unit
+
+
+def _powers(base: Decimal, count: int) -> list[Decimal]:
+    """base^0 .. base^(count-1) by repeated multiplication (no transcendental call per entry)."""
+    out = [Decimal(1)]
+    for _ in range(count - 1):
+        out.append(out[-1] * base)
+    return out
+
+
+def _normal_cdf(count: int) -> tuple[list[Decimal], list[Decimal]]:
+    """(Phi(x_i), phi(x_i)) at x_i = i / 256, i < count: Taylor steps of 1/256 from Phi(0) = 1/2.
+
+    Phi^(k)(x) = (-1)^(k-1) He_(k-1)(x) phi(x) (He: probabilists' Hermite polynomials), so each
+    step needs only phi(x_i), itself phi(x_(i-1)) exp(-(2i-1) h^2 / 2) as products of one constant.
+    """
+    h = Decimal(1) / _STEPS
+    q = (-(h * h) / 2).exp()
+    phi, ratio = [1 / (2 * _PI).sqrt()], q
+    for _ in range(count - 1):
+        phi.append(phi[-1] * ratio)
+        ratio *= q * q
+    cdf = [Decimal("0.5")]
+    for i in range(count - 1):
+        x = h * i
+        he_prev, he, term, total = Decimal(0), Decimal(1), Decimal(1), Decimal(0)
+        for k in range(1, 20):  # (h x)^k / k! < 1e-40 well before k = 20 for x <= 8
+            term = term * h / k
+            total += (term if k % 2 else -term) * he
+            he_prev, he = he, x * he - (k - 1) * he_prev if k > 1 else x
+        cdf.append(cdf[-1] + phi[i] * total)
+    return cdf, phi
+
+
+def _to_int(values: list[Decimal], frac: int) -> torch.Tensor:
+    return torch.tensor([int((v * (1 << frac)).to_integral_value(ROUND_HALF_EVEN)) for v in values], dtype=torch.int64)
+
+
+@cache
+def lookup_tables() -> dict[str, torch.Tensor]:
+    """The tables of the nonlinearities (CPU, int64) at x = i / 256; the same integers on every machine.
+
+    gelu on [-8, 8], half_tanh (0.5 tanh) on [-8, 8] in units of 2^-FRAC; exp(-x) on [0, 16] in
+    units of 2^-EXP_FRAC. 50-digit decimal arithmetic, rounded half to even once at the end.
+    """
+    n = _STEPS
+    with localcontext(_DECIMAL):
+        xs = [Decimal(i) / n for i in range(GELU_RANGE * n + 1)]
+        cdf, _ = _normal_cdf(GELU_RANGE * n + 1)
+        gelu_pos = [x * p for x, p in zip(xs, cdf)]
+        gelu_all = [g - x for g, x in zip(gelu_pos[:0:-1], xs[:0:-1])] + gelu_pos  # GELU(-x) = GELU(x) - x
+        e2x = _powers((Decimal(2) / n).exp(), TANH_RANGE * n + 1)
+        tanh_pos = [Decimal("0.5") - 1 / (e + 1) for e in e2x]
+        tanh_all = [-t for t in tanh_pos[:0:-1]] + tanh_pos
+        exp_neg = _powers((Decimal(-1) / n).exp(), EXP_RANGE * n + 1)
+        return {"gelu": _to_int(gelu_all, FRAC), "half_tanh": _to_int(tanh_all, FRAC), "exp": _to_int(exp_neg, EXP_FRAC)}
+
+
+def _interpolate(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """table at u / 2^LUT_SHIFT (u >= 0, int64, inside the table), interpolated linearly, rounded half up."""
+    i = u >> LUT_SHIFT
+    f = u & ((1 << LUT_SHIFT) - 1)
+    a = table[i]
+    b = table[(i + 1).clamp(max=len(table) - 1)]
+    return a + (((b - a) * f + (1 << (LUT_SHIFT - 1))) >> LUT_SHIFT)
+
+
+def _on(t: torch.Tensor, name: str) -> torch.Tensor:
+    return lookup_tables()[name].to(t.device)
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    """GELU of Q.12 integers (float64 in, float64 out)."""
+    lim = GELU_RANGE * ONE
+    xi = x.to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
+    inside = _interpolate(_on(x, "gelu"), xi.clamp(-lim, lim - 1) + lim)
+    return torch.where(xi >= lim, xi, torch.where(xi < -lim, torch.zeros_like(xi), inside)).to(torch.float64)
+
+
+def half_tanh(x: torch.Tensor) -> torch.Tensor:
+    """0.5 tanh of Q.12 integers."""
+    lim = TANH_RANGE * ONE
+    xi = x.to(torch.int64).clamp(-lim, lim)
+    return _interpolate(_on(x, "half_tanh"), xi + lim).to(torch.float64)
+
+
+def leaky_relu(x: torch.Tensor) -> torch.Tensor:
+    """LeakyReLU(0.01) of Q.12 integers: the negative side times 10486 / 2^20, rounded half up."""
+    x = x.clamp(-ACT_MAX, ACT_MAX)
+    return torch.where(x >= 0, x, torch.floor((x * LEAKY_NUM + (1 << (LEAKY_SHIFT - 1))) * 2.0**-LEAKY_SHIFT))
+
+
+def exp_weights(x: torch.Tensor, dim: int, frac: int = EXP_FRAC) -> torch.Tensor:
+    """exp(x - max x) along `dim` in units of 2^-frac (int64): a softmax's numerators."""
+    d = (x.amax(dim, keepdim=True) - x).to(torch.int64)
+    e = _interpolate(_on(x, "exp"), d.clamp(max=EXP_RANGE * ONE))
+    e = torch.where(d >= EXP_RANGE * ONE, torch.zeros_like(e), e)
+    if frac < EXP_FRAC:
+        e = (e + (1 << (EXP_FRAC - frac - 1))) >> (EXP_FRAC - frac)
+    return e
+
+
+def round_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a / b rounded half up, exactly, for int64 a and positive int64 b."""
+    return torch.div(2 * a + b, 2 * b, rounding_mode="floor")
+
+
+def positions_frac(n: int) -> int:
+    """Fractional bits of the positional softmax over n positions, so its weighted sums fit int64.
+
+    sum_n e_n * v_n <= n * 2^frac * ACT_MAX must stay below 2^SOFTMAX_TOTAL (and twice it, in
+    `round_div`, below 2^63): 15 bits up to 2^17 positions (33.5 megapixels a view), fewer beyond.
+    """
+    return max(1, min(EXP_FRAC, SOFTMAX_TOTAL - 28 - max(1, (n - 1).bit_length())))
+
+
+def exact_kernels():
+    """Switch off the kernels whose float64 results are not plain sums of products (cuDNN's)."""
+    return torch.backends.cudnn.flags(enabled=False)
+
+
+# --- layers -------------------------------------------------------------------------------
+def _exponents(weight: torch.Tensor, bias: torch.Tensor, out_dim: int) -> torch.Tensor:
+    """Per output channel, the largest e <= E_MAX with sum |round(w 2^e)| <= 2^W_BITS and
+    sum |round(w 2^e)| * ACT_MAX + |round(b 2^(FRAC + e))| < ACC_LIMIT.
+
+    Both sums are of integers, exact in int64, so the rule gives the same e everywhere; the
+    search starts from the float L1 norm's estimate, which only decides where to look.
+    """
+    w = weight.transpose(0, out_dim).reshape(weight.shape[out_dim], -1)
+    norm = w.abs().sum(dim=1)
+    start = torch.where(norm > 0, torch.floor(W_BITS - torch.log2(norm)), torch.full_like(norm, E_MAX))
+
+    def fits(e: torch.Tensor) -> torch.Tensor:
+        l1 = torch.round(w * torch.exp2(e)[:, None]).abs().sum(dim=1)  # exact: integers below 2^53
+        b = torch.round(bias * torch.exp2(e + FRAC)).abs()
+        return (l1 <= 2**W_BITS) & (l1 * ACT_MAX + b < ACC_LIMIT) & (e <= E_MAX)
+
+    e = start.clamp(max=E_MAX)
+    while not bool(fits(e).all()):
+        e = torch.where(fits(e), e, e - 1)
+    while True:
+        up = fits(e + 1)
+        if not bool(up.any()):
+            return e
+        e = torch.where(up, e + 1, e)
+
+
+class IntegerConv(nn.Module):
+    """A Conv2d, Conv3d (masked or not) or ConvTranspose3d on Q.12 integers, per-channel power-of-two weights."""
+
+    def __init__(self, conv: nn.Conv2d | nn.Conv3d | nn.ConvTranspose3d) -> None:
+        super().__init__()
+        weight = conv.weight.detach().to("cpu", torch.float64)
+        if isinstance(conv, MaskedConv3d):
+            weight = weight * conv.mask.detach().to("cpu", torch.float64)
+        self.transposed = isinstance(conv, nn.ConvTranspose3d)
+        out_dim = 1 if self.transposed else 0
+        bias = conv.bias.detach().to("cpu", torch.float64) if conv.bias is not None else torch.zeros(weight.shape[out_dim], dtype=torch.float64)
+        e = _exponents(weight, bias, out_dim)
+        view = [1] * weight.dim()
+        view[out_dim] = -1
+        self.register_buffer("weight", torch.round(weight * torch.exp2(e).reshape(view)))
+        self.register_buffer("bias", torch.round(bias * torch.exp2(e + FRAC)))
+        self.register_buffer("inv_scale", torch.exp2(-e))
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.dims = weight.dim() - 2
+        self.options = dict(stride=conv.stride, padding=conv.padding)
+        if self.transposed:
+            self.options["output_padding"] = conv.output_padding
+        self.to(conv.weight.device)
+
+    def _requantise(self, acc: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        shape = [1] * acc.dim()
+        shape[channel_dim] = -1
+        return torch.floor(acc * self.inv_scale.reshape(shape) + 0.5).clamp(-ACT_MAX, ACT_MAX)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fn = {(2, False): F.conv2d, (3, False): F.conv3d, (3, True): F.conv_transpose3d}[(self.dims, self.transposed)]
+        with exact_kernels():
+            acc = fn(x.clamp(-ACT_MAX, ACT_MAX), self.weight, self.bias, **self.options)
+        return self._requantise(acc, 1)
+
+    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """The conv at single positions: patches (P, in * taps) -> (P, out), as `MaskedConv3d.forward_patches`."""
+        w = self.weight.reshape(self.out_channels, -1)
+        with exact_kernels():
+            acc = patches.clamp(-ACT_MAX, ACT_MAX) @ w.T + self.bias
+        return self._requantise(acc, 1)
+
+
+class IntegerGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return gelu(x)
+
+
+class IntegerLeakyReLU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return leaky_relu(x)
+
+
+class IntegerHalfTanh(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return half_tanh(x)
+
+
+class IntegerResidualBlock(nn.Module):
+    """`layers.ResidualBlock` on integers."""
+
+    def __init__(self, block: ResidualBlock) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = IntegerConv(block.conv1), IntegerConv(block.conv2)
+        self.skip = IntegerConv(block.skip) if block.skip is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = leaky_relu(self.conv2(leaky_relu(self.conv1(x))))
+        return out + (self.skip(x) if self.skip is not None else x)
+
+
+class IntegerEfficientAttention(nn.Module):
+    """`layers.EfficientAttention` on integers: the softmax over positions is applied after the sum.
+
+    context = sum_n e_n v_n / sum_n e_n (one exact division per entry instead of one per
+    position), with the positional sums taken in float64 blocks of exact partial sums and
+    added in int64.
+    """
+
+    def __init__(self, attention: EfficientAttention) -> None:
+        super().__init__()
+        self.heads = attention.heads
+        self.conv_q, self.conv_k, self.conv_v = (IntegerConv(c) for c in (attention.conv_q, attention.conv_k, attention.conv_v))
+        self.projection_o = IntegerConv(attention.projection_o)
+
+    def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = q_in.shape
+        e, n = self.conv_q.out_channels, h * w
+        d = e // self.heads
+        q = self.conv_q(q_in).reshape(b, self.heads, d, n)
+        k = self.conv_k(k_in).reshape(b, self.heads, d, n)
+        v = self.conv_v(v_in).reshape(b, self.heads, d, n)
+        frac = positions_frac(n)
+        ek = exp_weights(k, dim=3, frac=frac)
+        context = round_div(positional_sums(ek, v, frac), ek.sum(dim=3)[..., None])  # (b, heads, d, d), Q.12
+        eq = exp_weights(q, dim=2)
+        with exact_kernels():
+            num = context.transpose(2, 3).to(torch.float64) @ eq.to(torch.float64)  # (b, heads, d, n)
+        out = round_div(num.to(torch.int64), eq.sum(dim=2, keepdim=True))
+        return self.projection_o(out.to(torch.float64).reshape(b, e, h, w))
+
+
+def positional_sums(ek: torch.Tensor, v: torch.Tensor, frac: int) -> torch.Tensor:
+    """sum_n ek[..., i, n] * v[..., j, n] exactly (int64), for ek <= 2^frac (int64) and Q.12 v (float64)."""
+    n = ek.shape[-1]
+    block = 1 << (BLOCK_BITS - 28 - (frac + 1))
+    pad = (-n) % block
+    a = F.pad(ek.to(torch.float64), (0, pad)).unflatten(-1, (-1, block)).transpose(-3, -2)  # (..., nb, d, block)
+    c = F.pad(v, (0, pad)).unflatten(-1, (-1, block)).transpose(-3, -2)
+    with exact_kernels():
+        partial = a @ c.transpose(-1, -2)  # (..., nb, d, d): each below 2^BLOCK_BITS
+    return partial.to(torch.int64).sum(dim=-3)
+
+
+_LEAVES = {
+    nn.Conv2d: IntegerConv, nn.Conv3d: IntegerConv, nn.ConvTranspose3d: IntegerConv, MaskedConv3d: IntegerConv,
+    nn.GELU: lambda m: IntegerGELU(), nn.LeakyReLU: lambda m: IntegerLeakyReLU(), HalfTanh: lambda m: IntegerHalfTanh(),
+    ResidualBlock: IntegerResidualBlock, EfficientAttention: IntegerEfficientAttention,
+}
+
+
+def _integerise(module: nn.Module) -> None:
+    """Replace, in place, every leaf module below `module` by its integer counterpart."""
+    for name, child in module.named_children():
+        make = _LEAVES.get(type(child))
+        if make is not None:
+            if isinstance(child, nn.LeakyReLU) and child.negative_slope != 0.01:
+                raise ValueError(f"no integer LeakyReLU with slope {child.negative_slope}")
+            if isinstance(child, nn.GELU) and child.approximate != "none":
+                raise ValueError("no integer GELU for the tanh approximation")
+            setattr(module, name, make(child))
+        else:
+            _integerise(child)
+
+
+@torch.no_grad()
+def integer_entropy_model(model: BiSICBase) -> BiSICBase:
+    """A copy of `model` whose entropy path runs on Q.12 integers (see this module's docstring).
+
+    The copy keeps the release's module names and per-slice wiring (`hyperprior.decode`,
+    `channel_context`, `slice_params`, `lrp`, ...), so the coding orders drive it exactly as they
+    drive the float network; its image transforms and hyper-encoder are dropped.
+    """
+    keep = {name: getattr(model, name) for name in TRANSFORMS}
+    encoder = model.hyperprior.hyper_encoder
+    try:
+        for name in TRANSFORMS:
+            setattr(model, name, None)
+        model.hyperprior.hyper_encoder = None
+        exact = copy.deepcopy(model)
+    finally:
+        for name, module in keep.items():
+            setattr(model, name, module)
+        model.hyperprior.hyper_encoder = encoder
+    exact.gaussian_conditional = None
+    _integerise(exact)
+    return exact.eval()
+
+
+def integer_medians(model: BiSICBase) -> torch.Tensor:
+    """The hyper-latents' medians in Q.12 (float64 integers): z_hat = symbol * ONE + median."""
+    return torch.round(model.hyperprior.entropy_bottleneck.medians().detach().double() * ONE)
+
+
+def accumulator_bounds(model: BiSICBase) -> dict[str, float]:
+    """For every integer conv of an integer model: the largest partial sum any input can give.
+
+    max over channels of sum |w_int| * ACT_MAX + |b_int|; each must be below ACC_LIMIT.
+    """
+    bounds = {}
+    for name, m in model.named_modules():
+        if isinstance(m, IntegerConv):
+            out_dim = 1 if m.transposed else 0
+            w = m.weight.abs().transpose(0, out_dim).reshape(m.weight.shape[out_dim], -1).sum(dim=1)
+            bounds[name] = float((w * ACT_MAX + m.bias.abs()).max())
+    return bounds
