@@ -79,8 +79,8 @@ def _powers(base: Decimal, count: int) -> list[Decimal]:
     return out
 
 
-def _normal_cdf(count: int) -> tuple[list[Decimal], list[Decimal]]:
-    """(Phi(x_i), phi(x_i)) at x_i = i / 256, i < count: Taylor steps of 1/256 from Phi(0) = 1/2.
+def _normal_cdf(count: int) -> list[Decimal]:
+    """Phi(x_i) at x_i = i / 256, i < count: Taylor steps of 1/256 from Phi(0) = 1/2.
 
     Phi^(k)(x) = (-1)^(k-1) He_(k-1)(x) phi(x) (He: probabilists' Hermite polynomials), so each
     step needs only phi(x_i), itself phi(x_(i-1)) exp(-(2i-1) h^2 / 2) as products of one constant.
@@ -100,7 +100,7 @@ def _normal_cdf(count: int) -> tuple[list[Decimal], list[Decimal]]:
             total += (term if k % 2 else -term) * he
             he_prev, he = he, x * he - (k - 1) * he_prev if k > 1 else x
         cdf.append(cdf[-1] + phi[i] * total)
-    return cdf, phi
+    return cdf
 
 
 def _to_int(values: list[Decimal], frac: int) -> torch.Tensor:
@@ -117,7 +117,7 @@ def lookup_tables() -> dict[str, torch.Tensor]:
     n = _STEPS
     with localcontext(_DECIMAL):
         xs = [Decimal(i) / n for i in range(GELU_RANGE * n + 1)]
-        cdf, _ = _normal_cdf(GELU_RANGE * n + 1)
+        cdf = _normal_cdf(GELU_RANGE * n + 1)
         gelu_pos = [x * p for x, p in zip(xs, cdf)]
         gelu_all = [g - x for g, x in zip(gelu_pos[:0:-1], xs[:0:-1])] + gelu_pos  # GELU(-x) = GELU(x) - x
         e2x = _powers((Decimal(2) / n).exp(), TANH_RANGE * n + 1)
@@ -241,23 +241,24 @@ class IntegerConv(nn.Module):
             self.options["output_padding"] = conv.output_padding
         self.to(conv.weight.device)
 
-    def _requantise(self, acc: torch.Tensor, channel_dim: int) -> torch.Tensor:
+    def _requantise(self, acc: torch.Tensor) -> torch.Tensor:
+        """acc * 2^-e_c rounded half up (exact in float64), channels on dim 1."""
         shape = [1] * acc.dim()
-        shape[channel_dim] = -1
+        shape[1] = -1
         return torch.floor(acc * self.inv_scale.reshape(shape) + 0.5).clamp(-ACT_MAX, ACT_MAX)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fn = {(2, False): F.conv2d, (3, False): F.conv3d, (3, True): F.conv_transpose3d}[(self.dims, self.transposed)]
         with exact_kernels():
             acc = fn(x.clamp(-ACT_MAX, ACT_MAX), self.weight, self.bias, **self.options)
-        return self._requantise(acc, 1)
+        return self._requantise(acc)
 
     def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """The conv at single positions: patches (P, in * taps) -> (P, out), as `MaskedConv3d.forward_patches`."""
         w = self.weight.reshape(self.out_channels, -1)
         with exact_kernels():
             acc = patches.clamp(-ACT_MAX, ACT_MAX) @ w.T + self.bias
-        return self._requantise(acc, 1)
+        return self._requantise(acc)
 
 
 class IntegerGELU(nn.Module):
