@@ -18,6 +18,7 @@ from conftest import need_shared, run_cli
 from stereocodec.container import Container
 from stereocodec.nn import integer as I
 from stereocodec.nn.layers import EfficientAttention
+from stereocodec.nn.models import anchor_mask, from_views, to_views
 from stereocodec.store import default_entry, load_stored
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -56,14 +57,16 @@ def _exponents(m: I.IntegerConv) -> np.ndarray:
     return np.round(-np.log2(m.inv_scale.numpy())).astype(np.int64)
 
 
-def test_integer_conv_equals_a_numpy_int64_reference() -> None:
+@pytest.mark.parametrize(("channels", "kernel"), [(6, 3), (64, 3), (5, 1)])
+def test_integer_conv_equals_a_numpy_int64_reference(channels: int, kernel: int) -> None:
     torch.manual_seed(0)
-    conv = nn.Conv2d(6, 5, 3, padding=1)
+    conv = nn.Conv2d(channels, 5, kernel, padding=kernel // 2)
     m = I.IntegerConv(conv)
-    x = torch.randint(-I.ONE * 40, I.ONE * 40, (2, 6, 7, 9)).double()
+    assert m.unit_stride == (kernel == 1 or channels >= 64)  # both kernels: ATen's conv and one product per tap
+    x = torch.randint(-I.ONE * 40, I.ONE * 40, (2, channels, 7, 9)).double()
     w, b = m.weight.numpy().astype(np.int64), m.bias.numpy().astype(np.int64)
     assert np.array_equal(w, np.round(conv.weight.detach().double().numpy() * 2.0 ** _exponents(m)[:, None, None, None]))
-    ref = _round_shift(_conv2d_int64(x.numpy().astype(np.int64), w, b, 1), _exponents(m))
+    ref = _round_shift(_conv2d_int64(x.numpy().astype(np.int64), w, b, kernel // 2), _exponents(m))
     assert np.array_equal(m(x).numpy().astype(np.int64), ref)
     # and the result is the float conv's to within the weights' and activations' rounding
     assert torch.allclose(m(x) / I.ONE, conv(x.float() / I.ONE).double(), atol=2e-3)
@@ -80,6 +83,26 @@ def test_transposed_and_stereo_convs_are_close_to_float_and_identical_across_thr
         torch.set_num_threads(1)
         assert torch.equal(two, m(x))
         assert torch.allclose(m(x) / I.ONE, conv(x.float() / I.ONE).double(), atol=2e-3)
+
+
+def test_a_3d_conv_by_kernel_taps_equals_the_dense_float64_conv() -> None:
+    torch.manual_seed(2)
+    m = I.IntegerConv(nn.Conv3d(64, 8, 3, padding=1))
+    assert m.unit_stride
+    x = torch.randint(-I.ACT_MAX, I.ACT_MAX, (1, 64, 2, 5, 7)).double()  # the full activation range
+    with I.exact_kernels():
+        dense = torch.nn.functional.conv3d(x, m.weight, m.bias, padding=1)
+    assert torch.equal(m(x), m._requantise(dense))
+
+
+def test_the_checkerboard_context_at_the_non_anchors_equals_the_dense_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(3)
+    m = I.IntegerConv(nn.Conv3d(4, 6, (3, 5, 5), padding=(1, 2, 2)))
+    anchors = anchor_mask(7, 9)
+    y = torch.randint(-I.ONE * 40, I.ONE * 40, (2, 4, 7, 9)).double() * anchors  # decoded anchors, zeros elsewhere
+    dense = to_views(m(from_views(y)))
+    monkeypatch.setattr(I, "PATCH_POSITIONS", 5)  # several blocks of positions
+    assert torch.equal(I.checkerboard_context(m, y, ~anchors), dense[..., ~anchors])
 
 
 def _interp(table: np.ndarray, u: np.ndarray) -> np.ndarray:

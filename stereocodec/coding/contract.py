@@ -45,8 +45,12 @@ class WavefrontNetwork(SliceNetwork, Protocol):
 class CheckerboardNetwork(SliceNetwork, Protocol):
     """BiSIC-Fast: anchors need no spatial context; non-anchors take it from the decoded anchors."""
 
-    def anchor_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ch: torch.Tensor | None) -> Params:
+    def anchor_params_at(self, k: int, anchors: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor, ch: torch.Tensor | None) -> Params:
+        """(means, scales) at the anchors (bool (h, w)), each (2, c, P), P = anchors.sum()."""
         ...
 
-    def nonanchor_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor, ch: torch.Tensor | None) -> Params:
+    def nonanchor_params_at(
+        self, k: int, rest: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor, y_anchors: torch.Tensor, ch: torch.Tensor | None
+    ) -> Params:
+        """(means, scales) at the non-anchors, from the slice's decoded anchors (2, c, h, w; zeros elsewhere)."""
         ...

@@ -122,12 +122,11 @@ def checkerboard(
     """BiSIC-Fast's slice in two passes: anchors from hyperprior + channel context, then the rest."""
     anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
     out = torch.zeros(2, model.config.c, *hm.shape[-2:], device=hm.device, dtype=hm.dtype)
-    mu, s = model.anchor_params(k, hm, hs, ch)
-    out[..., anchors] = io.gaussian(None if y is None else y[..., anchors], mu[..., anchors], s[..., anchors])
-    ctx = model.slice_context(k, from_views(out))
-    mu, s = model.nonanchor_params(k, hm, hs, ctx, ch)
+    mu, s = model.anchor_params_at(k, anchors, hm, hs, ch)
+    out[..., anchors] = io.gaussian(None if y is None else y[..., anchors], mu, s)
     rest = ~anchors
-    out[..., rest] = io.gaussian(None if y is None else y[..., rest], mu[..., rest], s[..., rest])
+    mu, s = model.nonanchor_params_at(k, rest, hm, hs, out, ch)
+    out[..., rest] = io.gaussian(None if y is None else y[..., rest], mu, s)
     return out
 
 

@@ -17,8 +17,10 @@ entropy-parameter networks and the latent residual prediction) runs here on inte
 - The integers are carried in float64 tensors: products and sums of integers below 2^53 are
   exact whatever the summation order, so ordinary float64 conv and matmul kernels (any thread
   count, SIMD width, BLAS, CPU or GPU) return the same integers. cuDNN is switched off around
-  them (it may pick FFT or Winograd algorithms, which are not sums of products); oneDNN has no
-  float64 convolutions, so the CPU takes ATen's im2col-and-BLAS kernels.
+  them (it may pick FFT or Winograd algorithms, which are not sums of products). Stride-1 convs
+  run as one BLAS product per kernel tap (`IntegerConv._taps_product`), and BiSIC-Fast's twin
+  evaluates its per-position networks only where the coder reads them (`ExactBiSICFast`): the
+  same integers as the dense convs, with less work.
   Requantisation, x * 2^-e_c rounded half up, is exact in float64 too.
 - GELU, LeakyReLU(0.01), 0.5 tanh and the exponentials of the attention's softmaxes are
   integer operations: lookup tables every 2^-8 with linear interpolation in int64, tables built
@@ -32,6 +34,8 @@ for every shipped weights file and for the largest view the container can declar
 from __future__ import annotations
 
 import copy
+import itertools
+import math
 from decimal import Context, Decimal, ROUND_HALF_EVEN, localcontext
 from functools import cache
 
@@ -40,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import EfficientAttention, HalfTanh, MaskedConv3d, ResidualBlock
-from .models import BiSICBase
+from .models import BiSICBase, BiSICFast, anchor_mask
 
 FRAC = 12  # fractional bits of every activation
 ONE = 1 << FRAC
@@ -131,8 +135,8 @@ def _interpolate(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """table at u / 2^LUT_SHIFT (u >= 0, int64, inside the table), interpolated linearly, rounded half up."""
     i = u >> LUT_SHIFT
     f = u & ((1 << LUT_SHIFT) - 1)
-    a = table[i]
-    b = table[(i + 1).clamp(max=len(table) - 1)]
+    a = table.take(i)  # flat gathers: much cheaper than advanced indexing
+    b = table.take((i + 1).clamp_(max=len(table) - 1))
     return a + (((b - a) * f + (1 << (LUT_SHIFT - 1))) >> LUT_SHIFT)
 
 
@@ -237,27 +241,68 @@ class IntegerConv(nn.Module):
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         self.dims = weight.dim() - 2
         self.options = dict(stride=conv.stride, padding=conv.padding)
+        # a stride-1 conv runs as one matrix product per kernel tap (`_taps_product`): (taps, out, in),
+        # when each product is deep enough for BLAS (1x1, or 64 input channels and more)
+        taps = math.prod(weight.shape[2:])
+        self.unit_stride = not self.transposed and all(s == 1 for s in conv.stride) and (taps == 1 or conv.in_channels >= 64)
+        if self.unit_stride:
+            self.register_buffer("tap_weights", self.weight.flatten(2).permute(2, 0, 1).contiguous())
         if self.transposed:
             self.options["output_padding"] = conv.output_padding
         self.to(conv.weight.device)
 
     def _requantise(self, acc: torch.Tensor) -> torch.Tensor:
-        """acc * 2^-e_c rounded half up (exact in float64), channels on dim 1."""
+        """acc * 2^-e_c rounded half up (exact in float64), channels on dim 1; in place on a fresh accumulator."""
         shape = [1] * acc.dim()
         shape[1] = -1
-        return torch.floor(acc * self.inv_scale.reshape(shape) + 0.5).clamp(-ACT_MAX, ACT_MAX)
+        return acc.mul_(self.inv_scale.reshape(shape)).add_(0.5).floor_().clamp_(-ACT_MAX, ACT_MAX)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clamp(-ACT_MAX, ACT_MAX)
+        if self.unit_stride:
+            return self._requantise(self._taps_product(x))
         fn = {(2, False): F.conv2d, (3, False): F.conv3d, (3, True): F.conv_transpose3d}[(self.dims, self.transposed)]
         with exact_kernels():
-            acc = fn(x.clamp(-ACT_MAX, ACT_MAX), self.weight, self.bias, **self.options)
+            acc = fn(x, self.weight, self.bias, **self.options)
         return self._requantise(acc)
 
-    def forward_patches(self, patches: torch.Tensor) -> torch.Tensor:
-        """The conv at single positions: patches (P, in * taps) -> (P, out), as `MaskedConv3d.forward_patches`."""
-        w = self.weight.reshape(self.out_channels, -1)
+    def _taps_product(self, x: torch.Tensor) -> torch.Tensor:
+        """The stride-1 conv's accumulator as a sum of one matrix product per kernel tap.
+
+        On the zero-padded input flattened row-major, the input of tap t at output position p is
+        at p + offset_t, so each tap reads one contiguous window of the flat input: BLAS reads it
+        in place, with no im2col copy (ATen's float64 convs make one). The output is computed on
+        the padded grid's row pitch and cropped; one extra padded row keeps every window in range.
+        Each partial sum is an exact integer, so the order of the sums does not matter.
+        """
+        kernel, padding = self.weight.shape[2:], self.options["padding"]
+        taps = self.tap_weights.shape[0]
+        pads = [q for p in reversed(padding) for q in (p, p)]
+        if taps > 1:
+            pads[-1] += 1
+        flat = (F.pad(x, pads) if any(pads) else x).flatten(2)
+        padded = [n + 2 * p for n, p in zip(x.shape[2:], padding)]
+        out = [n - k + 1 for n, k in zip(padded, kernel)]
+        pitch = [math.prod(padded[d + 1:]) for d in range(len(padded))]
+        length = out[0] * pitch[0]
+        b = x.shape[0]
+        acc = self.bias[None, :, None].expand(b, self.out_channels, length).contiguous()
         with exact_kernels():
-            acc = patches.clamp(-ACT_MAX, ACT_MAX) @ w.T + self.bias
+            for t, corner in enumerate(itertools.product(*(range(k) for k in kernel))):
+                offset = sum(c * q for c, q in zip(corner, pitch))
+                acc.baddbmm_(self.tap_weights[t].expand(b, -1, -1), flat[:, :, offset:offset + length])
+        acc = acc.unflatten(2, [out[0], *padded[1:]])
+        return acc[(..., *(slice(0, n) for n in out[1:]))]
+
+    def forward_patches(self, patches: torch.Tensor, taps: torch.Tensor | None = None) -> torch.Tensor:
+        """The conv at single positions: patches (P, in * taps) -> (P, out), as `MaskedConv3d.forward_patches`.
+
+        `taps` (indices into the flattened kernel) restricts the kernel to the taps the patches hold.
+        """
+        w = self.weight.reshape(self.out_channels, self.in_channels, -1)
+        w = (w if taps is None else w[:, :, taps]).reshape(self.out_channels, -1)
+        with exact_kernels():
+            acc = torch.addmm(self.bias, patches.clamp(-ACT_MAX, ACT_MAX), w.T)
         return self._requantise(acc)
 
 
@@ -332,6 +377,64 @@ def positional_sums(ek: torch.Tensor, v: torch.Tensor, frac: int) -> torch.Tenso
     return partial.to(torch.int64).sum(dim=-3)
 
 
+PATCH_POSITIONS = 8192  # positions per gathered block of patches (a few tens of MB)
+
+
+def checkerboard_context(conv: IntegerConv, y_anchors: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
+    """BiSIC-Fast's 3-D context conv at the non-anchors `rest` only: (2, out, P) from (2, c, h, w).
+
+    The release zeroes every non-anchor before the conv, so only the kernel taps that land on
+    anchors (those of `anchor_mask(5, 5)` around a non-anchor centre, 12 of 25 per view) see
+    anything: the sums over them are the dense conv's integers at about a quarter of its work.
+    """
+    (views, c, h, w), (kd, kh, kw) = y_anchors.shape, conv.weight.shape[2:]
+    if (views, kd, kh, kw) != (2, 3, 5, 5) or conv.options["padding"] != (1, 2, 2):
+        raise ValueError(f"not a checkerboard context conv: kernel {(kd, kh, kw)} over {views} views")
+    plane = anchor_mask(kh, kw, device=y_anchors.device).flatten().nonzero()[:, 0]
+    dr, dc = plane // kw, plane % kw
+    taps = (torch.arange(kd, device=plane.device)[:, None] * kh * kw + plane).flatten()
+    ypad = y_anchors.new_zeros(c, views + 2, h + 4, w + 4)  # depth: zero, left, right, zero
+    ypad[:, 1:views + 1, 2:h + 2, 2:w + 2] = y_anchors.transpose(0, 1)
+    rows, cols = rest.nonzero(as_tuple=True)
+    blocks = []
+    for start in range(0, len(rows), PATCH_POSITIONS):
+        r, q = rows[start:start + PATCH_POSITIONS, None], cols[start:start + PATCH_POSITIONS, None]
+        patches = ypad[:, :, r + dr, q + dc]  # (c, 4, P, 12)
+        per_view = torch.cat([patches[:, v:v + kd].permute(2, 0, 1, 3).reshape(len(r), -1) for v in range(views)])
+        blocks.append(conv.forward_patches(per_view, taps).reshape(views, len(r), -1))
+    return torch.cat(blocks, dim=1).transpose(1, 2)
+
+
+class ExactBiSICFast(BiSICFast):
+    """BiSIC-Fast's exact twin: its per-position networks run only where the coder reads them.
+
+    Exact integers do not depend on which other positions are computed alongside, so the
+    anchors' parameters come from the anchors alone and the non-anchors' from the non-anchors
+    alone (half the entropy-parameter work), and their context from `checkerboard_context`.
+    """
+
+    def anchor_params_at(self, k: int, anchors: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor,
+                         ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        at = _at(anchors)
+        mu, s = self.anchor_params(k, at(hm), at(hs), at(ch))
+        return mu[..., 0], s[..., 0]
+
+    def nonanchor_params_at(self, k: int, rest: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor, y_anchors: torch.Tensor,
+                            ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        at = _at(rest)
+        ctx = checkerboard_context(self.context_prediction_CKBD_list[k], y_anchors, rest)
+        mu, s = self.nonanchor_params(k, at(hm), at(hs), ctx[..., None], at(ch))
+        return mu[..., 0], s[..., 0]
+
+
+def _at(positions: torch.Tensor):
+    """(2, C, h, w) -> (2, C, P, 1) at the positions (bool (h, w)): a per-position network's input there."""
+    flat = positions.flatten().nonzero()[:, 0]
+    return lambda t: None if t is None else t.flatten(2).index_select(2, flat)[..., None]
+
+
+_EXACT_TWINS = {BiSICFast: ExactBiSICFast}
+
 _LEAVES = {
     nn.Conv2d: IntegerConv, nn.Conv3d: IntegerConv, nn.ConvTranspose3d: IntegerConv, MaskedConv3d: IntegerConv,
     nn.GELU: lambda m: IntegerGELU(), nn.LeakyReLU: lambda m: IntegerLeakyReLU(), HalfTanh: lambda m: IntegerHalfTanh(),
@@ -373,6 +476,7 @@ def integer_entropy_model(model: BiSICBase) -> BiSICBase:
             setattr(model, name, module)
         model.hyperprior.hyper_encoder = encoder
     exact.gaussian_conditional = None
+    exact.__class__ = _EXACT_TWINS.get(type(model), type(model))
     _integerise(exact)
     return exact.eval()
 

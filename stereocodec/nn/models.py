@@ -359,6 +359,18 @@ class BiSICFast(BiSICBase):
             hm, hs, [ctx, ch],
         )
 
+    def anchor_params_at(self, k: int, anchors: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor,
+                         ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, scales) at the anchors (bool (h, w)) only, each (2B, c, P): what the coder reads."""
+        mu, s = self.anchor_params(k, hm, hs, ch)
+        return mu[..., anchors], s[..., anchors]
+
+    def nonanchor_params_at(self, k: int, rest: torch.Tensor, hm: torch.Tensor, hs: torch.Tensor, y_anchors: torch.Tensor,
+                            ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(means, scales) at the non-anchors `rest`, each (2B, c, P), from the decoded anchors y_anchors (2B, c, h, w)."""
+        mu, s = self.nonanchor_params(k, hm, hs, self.slice_context(k, from_views(y_anchors)), ch)
+        return mu[..., rest], s[..., rest]
+
     def slice_params(self, k: int, hm: torch.Tensor, hs: torch.Tensor, ctx: torch.Tensor,
                      ch: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         anchors = anchor_mask(*hm.shape[-2:], device=hm.device)
