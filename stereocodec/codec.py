@@ -1,4 +1,8 @@
-"""The codec proper: a pair of views <-> .sbic bytes, joining image I/O, coding and container."""
+"""The codec proper: a pair of views <-> .sbic bytes, joining image I/O, coding and container.
+
+`Codec` here is the engine over one loaded network and internal `View`s; the public
+`stereocodec.Codec` (`stereocodec.api`) wraps it for paths, images and arrays.
+"""
 
 from __future__ import annotations
 
@@ -70,7 +74,11 @@ def resolve_quality(model: BiSICBase, quality: float | None) -> tuple[float, flo
 
 
 class Codec:
-    """A loaded network ready to encode and decode stereo pairs."""
+    """A loaded network ready to encode and decode stereo pairs (of `View`s; `stereocodec.Codec` is the public one).
+
+    Plain encodes and decodes may run in several threads at once; latent refinement and legacy
+    decoding change process-wide torch state (`stereocodec.api` serialises them).
+    """
 
     def __init__(self, weights: LoadedWeights, max_pixels: int | None = None, refine_steps: int = 0) -> None:
         """`max_pixels` per view: None for the default limit and the free-memory check.
@@ -99,8 +107,11 @@ class Codec:
         """Refuse views this machine should not code (see `limits`), before any network runs."""
         check_size(height, width, self.model.variant, self.device, self.max_pixels)
 
-    def encode(self, left: View, right: View, quality: float | None = None, reconstruct: bool = True) -> Encoded:
-        """A pair to .sbic bytes at `quality`; `reconstruct` also returns the views every decoder of the file will produce."""
+    def encode(self, left: View, right: View, quality: float | None = None, reconstruct: bool = True,
+               refine_steps: int | None = None) -> Encoded:
+        """A pair to .sbic bytes at `quality`; `reconstruct` also returns the views every decoder of the file will produce.
+        `refine_steps` replaces the codec's own for this encode (None: keep them)."""
+        refine_steps = self.refine_steps if refine_steps is None else refine_steps
         check_pair(left, right)
         quality, q = resolve_quality(self.model, quality)
         level, thousandths = split_quality(quality)
@@ -108,11 +119,11 @@ class Codec:
         self.check_size(h, w)
         x = pair_tensor(left.pixels, right.pixels).to(self.device)
         y, refined = self._analysis(left, right, x), None
-        if self.refine_steps:
+        if refine_steps:
             if q is None:
                 raise InputError("latent refinement needs variable-rate weights (they record each level's lambda)")
             lam = level_lambda(self.weights.metadata.get("lambdas", PAPER_LAMBDAS), q)
-            refined = refine_latent(self.model, x, y, q, lam, self.refine_steps, size=(h, w))
+            refined = refine_latent(self.model, x, y, q, lam, refine_steps, size=(h, w))
             y = refined.y
         coded = self.latents.compress(x, q, reconstruct, y)
         ph, pw = padded_size(h, w)
@@ -135,13 +146,17 @@ class Codec:
 
     @torch.no_grad()
     def _analysis(self, left: View, right: View, x: torch.Tensor) -> torch.Tensor:
-        """The analysis transform of x, kept for the last pair (by its pixels' hash): rate control encodes one pair many times."""
+        """The analysis transform of x, kept for the last pair (by its pixels' hash): rate control encodes one pair many times.
+
+        The cache is read and replaced as one tuple, so that threads coding other pairs at the same
+        time never get each other's transform."""
         key = hashlib.blake2b(np.ascontiguousarray(left.pixels))
         key.update(np.ascontiguousarray(right.pixels))
         key.update(repr((left.pixels.shape, right.pixels.shape, str(self.device))).encode())
-        if self._last_analysis is None or self._last_analysis[0] != key.digest():
-            self._last_analysis = (key.digest(), self.model.analysis(x))
-        return self._last_analysis[1]
+        last = self._last_analysis
+        if last is None or last[0] != key.digest():
+            last = self._last_analysis = (key.digest(), self.model.analysis(x))
+        return last[1]
 
     def check_compatible(self, container: Container) -> None:
         """Refuse files made with other weights or another coder, naming both sides."""

@@ -16,16 +16,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "stereocodec"
 
 # Stages along the data path, earliest first; a module may import its own stage or earlier ones.
 STAGES = (
-    ("stereocodec", "stereocodec.errors"),
+    ("stereocodec.errors",),
     ("stereocodec.io", "stereocodec.metrics"),
     ("stereocodec.nn", "stereocodec.weights", "stereocodec.store"),
     ("stereocodec.coding",),
     ("stereocodec.container",),
     ("stereocodec.limits", "stereocodec.codec"),
-    ("stereocodec.batch", "stereocodec.batch_checks", "stereocodec.rate_control"),  # what the codec's commands use
+    ("stereocodec.batch", "stereocodec.batch_checks", "stereocodec.rate_control", "stereocodec.api"),  # the public API and the commands' tooling
     ("stereocodec.eval", "stereocodec.train"),  # comparing and training, on top of all that
     ("stereocodec.cli", "stereocodec.__main__"),
 )
+FACADE = "stereocodec"  # the package itself re-exports the public API: on top, with the CLI, and only by its exact name
 BYTES_ONLY = "stereocodec.container"  # and everything it imports: no torch, no numpy
 
 
@@ -61,6 +62,8 @@ def imports(name: str, path: Path, known: set[str]) -> tuple[set[str], set[str]]
 
 def stage(name: str) -> int:
     """Index in STAGES of the longest prefix that names `name`'s stage."""
+    if name == FACADE:
+        return len(STAGES) - 1
     matches = [(len(prefix), i) for i, group in enumerate(STAGES) for prefix in group
                if name == prefix or name.startswith(prefix + ".")]
     assert matches, f"{name} belongs to no stage: add it to STAGES in {Path(__file__).name}"

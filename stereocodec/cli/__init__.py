@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..errors import StereoCodecError
+from ..errors import Error
 from .batch_commands import batch, report
 from .codec_commands import decode, encode, estimate, info
 from .common import err
@@ -42,7 +42,7 @@ def main() -> None:
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except StereoCodecError as e:
+    except Error as e:
         err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except OSError as e:  # permissions, a full disk, a vanished file: the system's words, one line

@@ -1,22 +1,18 @@
-"""The coding commands (encode, decode, info, estimate): argument parsing and presentation only."""
+"""The coding commands (encode, decode, info, estimate): argument parsing, output files and
+presentation over the Python API (`stereocodec.api`), so that both give the same bytes."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
 import click
 from rich.table import Table
 
 from .common import (
-    DEFAULT_VARIANT, DEVICE_CHOICE, DEVICE_HELP, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notice, out,
-    resolve_device, size_targets, working,
+    DEFAULT_VARIANT, DEVICE_CHOICE, DEVICE_HELP, ENV_WEIGHTS, MAX_PIXELS_HELP, QUALITY_HELP, QUALITY_TYPE, VARIANT_CHOICE, err, notes_shown,
+    notice, out, size_targets, working,
 )
-
-if TYPE_CHECKING:
-    from ..weights import LoadedWeights
 
 
 @click.command()
@@ -31,16 +27,13 @@ if TYPE_CHECKING:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def estimate(left: Path, right: Path, weights: Path | None, variant: str | None, quality: float | None, device: str, as_json: bool) -> None:
     """The release's evaluation: estimated bpp (no bitstream), PSNR and MS-SSIM per view."""
-    from ..eval.estimate import estimate_pair
-    from ..io.images import check_pair, read_view
-
-    lv, rv = read_view(left, "left"), read_view(right, "right")
-    check_pair(lv, rv)
-    for n in lv.notices + rv.notices:
-        notice(n)
+    from .. import api
     from ..codec import resolve_quality
+    from ..eval.estimate import estimate_pair
 
-    loaded = _weights(weights, variant, device)
+    with notes_shown():
+        lv, rv = api.read_pair(left, right)
+    loaded = api.load_weights_for(weights, variant, device)
     report = estimate_pair(loaded.model, lv.pixels, rv.pixels, resolve_quality(loaded.model, quality)[1])
     report["weights"] = loaded.name
     if as_json:
@@ -53,13 +46,6 @@ def estimate(left: Path, right: Path, weights: Path | None, variant: str | None,
         sfx = f"_{name}" if name else ""
         table.add_row(name or "pair", f"{report['bpp' + sfx]:.4f}", f"{report['psnr' + sfx]:.3f}", f"{report['ms_ssim' + sfx]:.5f}")
     out.print(table)
-
-
-def _weights(path: Path | None, variant: str | None, device: str, fingerprint: bytes | None = None) -> LoadedWeights:
-    """`store.load_chosen`, with the CLI's default variant and device names."""
-    from ..store import load_chosen
-
-    return load_chosen(path, variant or (None if path else DEFAULT_VARIANT), fingerprint, resolve_device(device))
 
 
 @click.command()
@@ -91,30 +77,25 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
     """
     import time
 
-    from ..codec import Codec
-    from ..io.images import InputError, check_output, check_pair, read_view, write_bytes
+    from .. import api
+    from ..io.images import check_output, write_bytes
     from ..io.outputs import encode_output, is_stdio
     from ..metrics import psnr
-    from ..rate_control import Target, encode_pair
 
-    target = Target.from_options(size, bpp, psnr_opt or None, quality)
-    if target is not None and refine_steps:
-        raise InputError("--refine goes with --quality, not with a target (each of the target's trial encodes would refine)")
+    setting = api.parse_setting(quality, size, bpp, psnr_opt or None, refine_steps)
     with_psnr = psnr_opt is not None
     output, note = encode_output(output, left, right)
     if note:
         notice(note)
     if not is_stdio(output):
         check_output(output, force)
-    lv, rv = read_view(left, "left"), read_view(right, "right")
-    check_pair(lv, rv)
-    for n in lv.notices + rv.notices:
-        notice(n)
-    codec = Codec(_weights(weights, variant, device), max_pixels, refine_steps)
+    with notes_shown():
+        lv, rv = api.read_pair(left, right)
+    codec = api.Codec(variant, weights=weights, device=device, max_pixels=max_pixels)
     codec.check_size(*lv.pixels.shape[:2])  # refuse before the progress line and before any network runs
     t0 = time.perf_counter()
     with working(f"encoding {left.name} + {right.name}", lv.pixels.shape):
-        enc, reached = encode_pair(codec, lv, rv, target or quality, reconstruct=with_psnr)
+        enc, reached = codec.encode_views(lv, rv, setting, refine_steps, reconstruct=with_psnr)
     seconds = time.perf_counter() - t0
     if is_stdio(output):
         sys.stdout.buffer.write(enc.data)
@@ -128,7 +109,7 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
         "seconds": seconds,
     }
     if reached is not None:
-        summary |= {"target": {"kind": target.kind, "value": target.value}, "encodes": reached.encodes,
+        summary |= {"target": {"kind": setting.kind, "value": setting.value}, "encodes": reached.encodes,
                     "under_budget": bool(reached.under_budget)}
     if with_psnr:
         summary |= {"psnr_left": psnr(lv.pixels, enc.left), "psnr_right": psnr(rv.pixels, enc.right)}
@@ -140,7 +121,7 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
         return
     shown = err if is_stdio(output) else out
     if reached is not None:
-        shown.print(f"target {target.describe()}: {reached.describe(target)}", highlight=False)
+        shown.print(f"target {setting.describe()}: {reached.describe(setting)}", highlight=False)
     quality_text = f", PSNR {summary['psnr_left']:.2f} / {summary['psnr_right']:.2f} dB (left / right)" if with_psnr else ""
     if enc.refinement is not None:
         r = enc.refinement
@@ -169,24 +150,24 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
 def decode(input: Path, prefix: Path | None, left_out: Path | None, right_out: Path | None, weights: Path | None,
            device: str, force: bool, max_pixels: int | None) -> None:
     """Decode a .sbic file (- reads standard input) back to its two views (original size and pixel mode)."""
-    from ..codec import Codec
+    from PIL import Image
+
+    from .. import api
     from ..container import Container
-    from ..io.images import check_output, restore_mode
+    from ..io.images import check_output
     from ..io.outputs import decode_outputs, read_input, write_images_together
 
     left_out, right_out = decode_outputs(input, prefix, left_out, right_out)
     for path in (left_out, right_out):
         check_output(path, force)
-    data = read_input(input)
-    header = Container.from_bytes(data)
-    codec = Codec(_weights(weights, header.variant, device, header.weights_fingerprint), max_pixels)
+    header = Container.from_bytes(read_input(input))
+    codec = api.Codec(weights=weights, device=device, max_pixels=max_pixels)
     codec.check_decodable(header)  # refuse before the progress line and before any network runs
     with working(f"decoding {input.name}", (header.views[0].height, header.views[0].width)):
-        dec = codec.decode_container(header)
+        left_view, right_view = codec.decode_container(header)
     for path in (left_out, right_out):
         check_output(path, force)  # again: one may have appeared while decoding
-    write_images_together([(left_out, restore_mode(dec.left, header.views[0].mode)),
-                           (right_out, restore_mode(dec.right, header.views[1].mode))])
+    write_images_together([(left_out, Image.fromarray(left_view)), (right_out, Image.fromarray(right_view))])
     out.print(f"wrote {left_out} and {right_out} ({header.views[0].width}x{header.views[0].height})", highlight=False)
 
 
@@ -195,30 +176,22 @@ def decode(input: Path, prefix: Path | None, left_out: Path | None, right_out: P
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def info(input: Path, as_json: bool) -> None:
     """Show a .sbic file's header and streams (no weights needed)."""
-    from ..container import Container
+    from dataclasses import asdict, replace
+
+    from .. import api
     from ..io.outputs import read_input
 
-    data = read_input(input)
-    c = Container.from_bytes(data)
-    h, w = c.views[0].height, c.views[0].width
-    report = {
-        "file": str(input), "bytes": len(data), "bpp": c.bpp(len(data)), "variant": c.variant,
-        "quality": c.quality_value, "format_version": c.version, "weights": c.weights_name, "weights_fingerprint": c.weights_fingerprint.hex(),
-        "coder": c.coder, "width": w, "height": h,
-        "modes": [v.mode for v in c.views], "padded": [c.padded_height, c.padded_width],
-        "header_bytes": c.header_size(), "symbols_checksum": f"{c.symbols_checksum:08x}",
-        "streams": [{"name": s.name, "bytes": len(s.data), "bpp": c.bpp(len(s.data))} for s in c.streams],
-    }
+    r = replace(api.info(read_input(input)), file=str(input))
     if as_json:
-        click.echo(json.dumps(report))
+        click.echo(json.dumps(asdict(r)))
         return
-    table = Table(title=f"{input} — .sbic v{c.version}, {c.variant} q{c.quality_value:g}, {w}x{h} x 2 views ({', '.join(report['modes'])})")
+    table = Table(title=f"{input} — .sbic v{r.format_version}, {r.variant} q{r.quality:g}, {r.width}x{r.height} x 2 views ({', '.join(r.modes)})")
     table.add_column("part")
     table.add_column("bytes", justify="right")
     table.add_column("bits/pixel", justify="right")
-    table.add_row("header", str(report["header_bytes"]), f"{c.bpp(report['header_bytes']):.4f}")
-    for s in report["streams"]:
-        table.add_row(f"stream {s['name']}", str(s["bytes"]), f"{s['bpp']:.4f}")
-    table.add_row("total", str(len(data)), f"{report['bpp']:.4f}", style="bold")
+    table.add_row("header", str(r.header_bytes), f"{r.bpp_of(r.header_bytes):.4f}")
+    for s in r.streams:
+        table.add_row(f"stream {s.name}", str(s.bytes), f"{s.bpp:.4f}")
+    table.add_row("total", str(r.bytes), f"{r.bpp:.4f}", style="bold")
     out.print(table)
-    out.print(f"weights: {c.weights_name} ({c.weights_fingerprint.hex()[:16]}), coder: {c.coder}", highlight=False)
+    out.print(f"weights: {r.weights} ({r.weights_fingerprint[:16]}), coder: {r.coder}", highlight=False)

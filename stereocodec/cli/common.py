@@ -3,12 +3,15 @@ defaults. Free of torch (networks load inside the commands), so that `--help` st
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 import click
 from rich.console import Console
 
+from ..errors import Notice
 from ..nn.presets import DEFAULT_VARIANT, ENV_WEIGHTS, VARIANTS
 
 VARIANT_CHOICE = click.Choice(VARIANTS)
@@ -40,21 +43,33 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def resolve_device(name: str) -> str:
-    """--device as torch names it: auto picks CUDA when present; cuda without one is a one-line error."""
-    import torch
+    """--device as torch names it (`api.resolve_device`: auto picks CUDA when present)."""
+    from ..api import resolve_device as resolve
 
-    from ..io.images import InputError
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (use --device cpu)")
-    return name
+    return resolve(name)
 
 
 def notice(msg: str) -> None:
     """A yellow note on stderr: something the user should know that is not an error."""
     err.print(f"[yellow]note:[/] {msg}", highlight=False)
+
+
+@contextmanager
+def notes_shown() -> Iterator[None]:
+    """Show the API's `Notice` warnings as notes, each one as it comes; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", Notice)
+        show = warnings.showwarning
+
+        def shown(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+            if issubclass(category, Notice):
+                notice(str(message))
+            else:
+                show(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = shown
+        yield
 
 LARGE_JOB_PIXELS = 4_000_000  # both views together: about 10 s and more per encode or decode on a CPU
 
