@@ -22,7 +22,7 @@ STAGES = (
     ("stereocodec.coding",),
     ("stereocodec.container",),
     ("stereocodec.limits", "stereocodec.codec"),
-    ("stereocodec.batch", "stereocodec.batch_checks", "stereocodec.rate_control", "stereocodec.api"),  # the public API and the commands' tooling
+    ("stereocodec.batch", "stereocodec.rate_control", "stereocodec.api"),  # the public API and the commands' tooling
     ("stereocodec.eval", "stereocodec.train"),  # comparing and training, on top of all that
     ("stereocodec.cli", "stereocodec.__main__"),
 )

@@ -68,6 +68,14 @@ def summary(stdout: str) -> dict[str, str]:
     return dict(rows)
 
 
+def statuses(jobs, spec: CodecSpec, **options) -> dict[str, str]:
+    """Each pair's status in one `run_batch`, from its outcomes as they come (the result keeps totals only)."""
+    seen: dict[str, str] = {}
+    result = run_batch(jobs, spec, progress_callback=lambda o: seen.__setitem__(o.name, o.status), **options)
+    assert result.pairs == len(seen) and result.count("failed") == len(result.failures)
+    return seen
+
+
 def outputs(root: Path) -> dict[str, tuple[int, int]]:
     """Relative path -> (inode, mtime) of every file, to tell rewritten files from kept ones."""
     return {p.relative_to(root).as_posix(): (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()}
@@ -101,14 +109,12 @@ def test_invalid_outputs_are_redone_and_force_redoes_all(tmp_path: Path, weights
     out = tmp_path / "out"
     spec = CodecSpec(weights_file)
     done = run_batch(plan_batch(src, out), spec)
-    assert [o.status for o in done.outcomes] == ["done", "done"] and done.ratio > 1
+    assert (done.pairs, done.count("done")) == (2, 2) and done.ratio > 1
     good = (out / "a.sbic").read_bytes()
     (out / "a.sbic").write_bytes(good[: len(good) // 2])  # a partial file from some other tool
-    again = run_batch(plan_batch(src, out), spec)
-    assert {o.name: o.status for o in again.outcomes} == {"a": "done", "b": "skipped"}
+    assert statuses(plan_batch(src, out), spec) == {"a": "done", "b": "skipped"}
     assert (out / "a.sbic").read_bytes() == good  # deterministic encoder
-    forced = run_batch(plan_batch(src, out), spec, force=True)
-    assert [o.status for o in forced.outcomes] == ["done", "done"]
+    assert statuses(plan_batch(src, out), spec, force=True) == {"a": "done", "b": "done"}
 
 
 def test_shards_cover_every_pair_exactly_once(tmp_path: Path, weights_file: Path) -> None:
@@ -161,15 +167,13 @@ def test_batch_decode_matches_the_decoder_and_resumes(tmp_path: Path, weights_fi
     src = tree(tmp_path / "in", ["a", "deep/b"])
     coded, decoded = tmp_path / "sbic", tmp_path / "png"
     run_batch(plan_batch(src, coded), CodecSpec(weights_file), quality=1)
-    result = run_batch(plan_decode(coded, decoded), CodecSpec(weights_file))
-    assert sorted(o.status for o in result.outcomes) == ["done", "done"]
+    assert statuses(plan_decode(coded, decoded), CodecSpec(weights_file)) == {"a": "done", "deep/b": "done"}
     assert sorted(outputs(decoded)) == ["a_left.png", "a_right.png", "deep/b_left.png", "deep/b_right.png"]
     codec = Codec(load_weights(weights_file))
     dec = codec.decode((coded / "deep" / "b.sbic").read_bytes())
     assert np.array_equal(np.asarray(Image.open(decoded / "deep" / "b_right.png")), dec.right)
     (coded / "junk.sbic").write_bytes(b"SBIC but not really")
-    again = run_batch(plan_decode(coded, decoded), CodecSpec(weights_file))
-    assert {o.name: o.status for o in again.outcomes} == {"a": "skipped", "deep/b": "skipped", "junk": "failed"}
+    assert statuses(plan_decode(coded, decoded), CodecSpec(weights_file)) == {"a": "skipped", "deep/b": "skipped", "junk": "failed"}
 
 
 def test_batch_cli_decode_and_user_errors(tmp_path: Path, weights_file: Path) -> None:
@@ -225,3 +229,13 @@ def test_batch_max_pixels_lets_a_pair_over_the_limit_through(tmp_path: Path, wei
     assert (table["done"], table["skipped (valid output exists)"]) == ("1", "1"), allowed.stdout
     big = Container.from_bytes((out / "big.sbic").read_bytes())
     assert (big.views[0].height, big.views[0].width) == (H, W)
+
+
+def test_engine_ray_without_ray_installed_is_one_line(tmp_path: Path, weights_file: Path) -> None:
+    """Ray is an optional extra: without it, --engine ray says how to install it, before any work."""
+    src = tree(tmp_path / "in", ["a"])
+    no_ray = "import runpy, sys; sys.modules['ray'] = None; runpy.run_module('stereocodec', run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", no_ray, "batch", src, "-o", tmp_path / "out", "--weights", weights_file,
+                           "--engine", "ray"], capture_output=True, text=True, env={**os.environ, **ONE_THREAD}, timeout=300)
+    assert_clean_error(proc)
+    assert 'needs Ray, the optional "ray" extra: pip install -e ".[ray]"' in proc.stderr and not (tmp_path / "out").exists()

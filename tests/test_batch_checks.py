@@ -9,10 +9,9 @@ import pytest
 from PIL import Image
 
 from conftest import assert_clean_error, run_cli
-from test_batch import ONE_THREAD, tree, weights_file  # noqa: F401  (a fixture)
+from test_batch import ONE_THREAD, statuses, tree, weights_file  # noqa: F401  (a fixture)
 from test_codec import tiny_weights
-from stereocodec.batch import CodecSpec, plan_batch, run_batch
-from stereocodec.batch_checks import check_writable_dir, unpaired_images, unpaired_note
+from stereocodec.batch import CodecSpec, check_writable_dir, plan_batch, unpaired_images, unpaired_note
 from stereocodec.container import Container
 from stereocodec.io.images import InputError
 from stereocodec.weights import save_weights
@@ -22,18 +21,17 @@ from test_outputs import unwritable_dir
 def test_outputs_made_otherwise_are_redone(tmp_path: Path, weights_file: Path) -> None:  # noqa: F811
     """Was: a rerun at another quality, variant or weights kept every old file, 'skipped'."""
     src, out = tree(tmp_path / "in", ["a"]), tmp_path / "out"
-    statuses = lambda result: [o.status for o in result.outcomes]  # noqa: E731
-    assert statuses(run_batch(plan_batch(src, out), CodecSpec(weights_file), quality=3)) == ["done"]
-    assert statuses(run_batch(plan_batch(src, out), CodecSpec(weights_file), quality=3)) == ["skipped"]
-    assert statuses(run_batch(plan_batch(src, out), CodecSpec(weights_file), quality=0)) == ["done"]
+    assert statuses(plan_batch(src, out), CodecSpec(weights_file), quality=3) == {"a": "done"}
+    assert statuses(plan_batch(src, out), CodecSpec(weights_file), quality=3) == {"a": "skipped"}
+    assert statuses(plan_batch(src, out), CodecSpec(weights_file), quality=0) == {"a": "done"}
     assert Container.from_bytes((out / "a.sbic").read_bytes()).quality == 0
     other = tmp_path / "other.safetensors"
     save_weights(tiny_weights("bisic-fast", seed=1).model, other, {"name": "other tiny weights"})
-    assert statuses(run_batch(plan_batch(src, out), CodecSpec(other), quality=0)) == ["done"]
+    assert statuses(plan_batch(src, out), CodecSpec(other), quality=0) == {"a": "done"}
     assert Container.from_bytes((out / "a.sbic").read_bytes()).weights_name == "other tiny weights"
     bisic = tmp_path / "bisic.safetensors"
     save_weights(tiny_weights("bisic").model, bisic, {"name": "tiny bisic"})
-    assert statuses(run_batch(plan_batch(src, out), CodecSpec(bisic), quality=0)) == ["done"]
+    assert statuses(plan_batch(src, out), CodecSpec(bisic), quality=0) == {"a": "done"}
     assert Container.from_bytes((out / "a.sbic").read_bytes()).variant == "bisic"
 
 

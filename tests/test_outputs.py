@@ -122,3 +122,10 @@ def test_cli_usage_errors_are_one_line_with_exit_1(args: tuple[str, ...]) -> Non
     proc = run_cli(*args)
     assert_clean_error(proc)
     assert proc.returncode == 1 and "--help" in proc.stderr
+
+
+def test_cli_errors_keep_brackets_in_paths(tmp_path) -> None:
+    """Error lines are plain text, not rich markup: a path like `scan[ray].png` is shown whole."""
+    proc = run_cli("info", tmp_path / "scan[ray].sbic", env=ONE_THREAD)
+    assert_clean_error(proc)
+    assert proc.returncode == 1 and "scan[ray].sbic" in proc.stderr

@@ -10,6 +10,7 @@ import os
 import sys
 
 import click
+from rich.markup import escape
 
 from ..errors import Error
 from .batch_commands import batch, report
@@ -37,17 +38,17 @@ def main() -> None:
         sys.exit(130)
     except click.UsageError as e:  # a bad option or argument: one line, exit 1, like every other bad input
         command = e.ctx.command_path if e.ctx else "stereo-codec"
-        err.print(f"[red]error:[/] {e.format_message()} (see `{command} --help`)", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(e.format_message())} (see `{command} --help`)", highlight=False, soft_wrap=True)
         sys.exit(1)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
     except Error as e:
-        err.print(f"[red]error:[/] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except OSError as e:  # permissions, a full disk, a vanished file: the system's words, one line
         where = f"{e.filename}: " if e.filename else ""
-        err.print(f"[red]error:[/] {where}{e.strerror or e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(where + str(e.strerror or e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -55,5 +56,5 @@ def main() -> None:
     except Exception as e:  # a bug of ours: still one line, the traceback on request
         if os.environ.get("STEREOCODEC_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/] {type(e).__name__}: {e} (set STEREOCODEC_DEBUG=1 for a traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[red]internal error:[/] {type(e).__name__}: {escape(str(e))} (set STEREOCODEC_DEBUG=1 for a traceback)", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -1,9 +1,10 @@
-"""The `batch` and `report` commands: options and presentation only (logic in batch.py, eval/report.py)."""
+"""The `batch` and `report` commands: options and presentation only (logic in batch/, eval/report.py)."""
 
 from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,11 +97,12 @@ def _progress(unit: str) -> Progress | _LineProgress:
     )  # fmt: skip
 
 
-def _spec(weights: Path | None, variant: str | None, refine_steps: int = 0, max_pixels: int | None = None) -> CodecSpec:
+def _spec(weights: Path | None, variant: str | None, refine_steps: int = 0, max_pixels: int | None = None,
+          device: str = "cpu") -> CodecSpec:
     """The network to load: --weights, or the shipped weights of --variant (default variant otherwise)."""
     from ..batch import CodecSpec
 
-    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT), refine_steps=refine_steps, max_pixels=max_pixels)
+    return CodecSpec(weights, variant or (None if weights else DEFAULT_VARIANT), device, refine_steps, max_pixels)
 
 
 def _mb(nbytes: int) -> str:
@@ -111,7 +113,7 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
     """Totals of a batch run; input and output are the .sbic files and images, by direction."""
     sizes = [("input MB", result.sbic_bytes), ("output MB", result.image_bytes)] if decode else [("input MB", result.image_bytes), ("output MB", result.sbic_bytes)]
     rows = [
-        ("pairs", str(len(result.outcomes))),
+        ("pairs", str(result.pairs)),
         ("done", str(result.count("done"))),
         ("skipped (valid output exists)", str(result.count("skipped"))),
         ("failed", str(result.count("failed"))),
@@ -123,6 +125,8 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
         rows.append(("mean PSNR dB (this run)", "—" if result.mean_psnr is None else f"{result.mean_psnr:.2f}"))
     if result.under_budget:
         rows.append(("under budget at the highest quality (this run)", str(result.under_budget)))
+    if result.retried:
+        rows.append(("retried (their worker died)", str(result.retried)))
     table = Table(title="batch decode" if decode else "batch encode", show_header=False)
     table.add_column("")
     table.add_column("", justify="right")
@@ -142,7 +146,13 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--weights", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar=ENV_WEIGHTS,
               help=f"Weights file instead of the shipped ones (env {ENV_WEIGHTS}).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None, help=MAX_PIXELS_HELP + " Per pair, as for encode.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Worker processes (1 or more), one network and one thread each.")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Workers (1 or more): processes (local) or Ray actors, one network and one thread (or GPU) each.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where the workers run: this machine, or the Ray cluster RAY_ADDRESS names (a local one without it); "
+              "paths must then be on storage every node sees. Ray is an extra: pip install -e \".[ray]\".")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where each worker's network runs (cuda: one GPU per Ray actor).")
 @click.option("--shard", default=None, metavar="K/N", help="Only the K-th of N interleaved shares of the pairs (1-based).")
 @click.option("--verify", is_flag=True, help="Decode every new file and report its PSNR against the input.")
 @click.option("--force", is_flag=True, help="Redo pairs whose output already exists and is valid.")
@@ -150,16 +160,16 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
 @click.option("--sbs", is_flag=True, help="Also take every unpaired image as a side-by-side pair (left | right).")
 @click.option("--cross", is_flag=True, help="With --sbs: the side-by-side images are cross-eyed (right | left).")
 def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | None, size: int | None, bpp: float | None,
-          psnr_db: float | None, weights: Path | None, max_pixels: int | None, workers: int, shard: str | None, verify: bool,
-          force: bool, decode: bool, sbs: bool, cross: bool) -> None:
+          psnr_db: float | None, weights: Path | None, max_pixels: int | None, workers: int, engine: str, device: str,
+          shard: str | None, verify: bool, force: bool, decode: bool, sbs: bool, cross: bool) -> None:
     """Compress every stereo pair under IN_DIR (pairs of files, .mpo, side-by-side) to OUT_DIR/<name>.sbic.
 
     Resumable: pairs whose output exists and is valid are skipped. Exit status 1 if any pair failed
     (a pair whose --size/--bpp/--psnr target is out of reach, or whose views are over --max-pixels, fails
     with the reason). A --size or --bpp budget is a ceiling: a pair under it at the highest quality gets that.
+    With --engine ray the workers are Ray actors, with the same guarantees and bytes (docs/batch.md).
     """
-    from ..batch import plan_jobs, run_batch
-    from ..batch_checks import check_writable_dir
+    from ..batch import check_writable_dir, executor, plan_jobs, run_batch
     from ..codec import resolve_quality
     from ..io.images import InputError
     from ..rate_control import Target
@@ -169,18 +179,19 @@ def batch(in_dir: Path, out_dir: Path, variant: str | None, quality: float | Non
         raise InputError("--quality, targets, --verify and --sbs apply to compression, not to --decode")
     if cross and not sbs:
         raise InputError("--cross describes side-by-side images: use it with --sbs")
-    jobs, note = plan_jobs(in_dir, out_dir, decode, shard, ("cross" if cross else "parallel") if sbs else None)
-    spec = _spec(weights, variant, max_pixels=max_pixels)
+    executor(engine)  # a missing Ray is said before any work
+    plan = plan_jobs(in_dir, out_dir, decode, shard, ("cross" if cross else "parallel") if sbs else None)
+    spec = _spec(weights, variant, max_pixels=max_pixels, device=device)
     if weights is not None or not decode:  # decoding without --weights loads each file's variant
         spec.check()
-    if not decode:  # once, here, rather than once per pair
-        resolve_quality(spec().model, quality)
+    if not decode:  # once, here (on the CPU: a Ray driver may have no GPU), rather than once per pair
+        resolve_quality(replace(spec, device="cpu")().model, quality)
     check_writable_dir(out_dir)
-    if note:
-        notice(note)
+    if plan.note:
+        notice(plan.note)
     with _progress("pairs") as progress:
-        task = progress.add_task("decoding" if decode else "encoding", total=len(jobs))
-        result = run_batch(jobs, spec, target or quality, workers, verify, force, lambda _: progress.advance(task))
+        task = progress.add_task("decoding" if decode else "encoding", total=len(plan))
+        result = run_batch(plan, spec, target or quality, workers, verify, force, lambda _: progress.advance(task), engine)
     out.print(summary_table(result, decode, verify))
     for failure in sorted(result.failures, key=lambda o: o.name):
         out.print(f"[red]failed:[/] {failure.name}: {failure.reason}", highlight=False)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from .io.images import InputError
-from .io.outputs import check_writable
-from .io.pairs import is_image, list_files
+from ..io.images import InputError
+from ..io.outputs import check_writable
+from ..io.pairs import is_image, list_files
 
 WIDE = 1.6  # width / height above which a lone image looks like two views side by side
 
