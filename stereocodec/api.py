@@ -29,7 +29,8 @@ import numpy as np
 from PIL import Image
 
 from .container import Container
-from .errors import Error, Notice, first_line
+from .errors import Error, InputError, Notice, first_line
+from .io.files import read_file
 from .nn.presets import DEFAULT_VARIANT, VARIANTS
 
 if TYPE_CHECKING:
@@ -324,23 +325,8 @@ def _read(data: FileLike) -> tuple[bytes, str | None]:
     if isinstance(data, (bytes, bytearray, memoryview)):
         return bytes(data), None
     if not isinstance(data, (str, os.PathLike)):
-        raise _input_error(f"a .sbic file is given as bytes or a path, not {type(data).__name__}")
-    path = Path(data)
-    try:
-        return path.read_bytes(), str(path)
-    except FileNotFoundError:
-        raise _input_error(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise _input_error(f"{path}: is a directory") from None
-    except OSError as e:
-        raise _input_error(f"{path}: cannot read ({e.strerror or e})") from None
-
-
-def _input_error(message: str) -> Error:
-    """An InputError, its module (which imports torch) imported only when one is raised: `info` needs no torch."""
-    from .io.images import InputError
-
-    return InputError(message)
+        raise InputError(f"a .sbic file is given as bytes or a path, not {type(data).__name__}")
+    return read_file(Path(data)), str(Path(data))
 
 
 def _is_whole(value: object) -> bool:

@@ -4,7 +4,7 @@ Every error about the user's input, files or weights is an `Error` (a `ValueErro
 the Python API and shown by the CLI as one `error:` line:
 
     Error                      (stereocodec.Error; StereoCodecError is the same class)
-    ├── InputError             unusable images, options or paths (stereocodec.io.images)
+    ├── InputError             unusable images, options or paths
     │   └── TargetError        a --size, --bpp or --psnr no quality reaches (stereocodec.rate_control)
     ├── ContainerError         a .sbic file that is damaged, truncated, newer or for other weights
     ├── CodingError            a bitstream that does not decode (stereocodec.coding.range_coding)
@@ -26,6 +26,10 @@ class Error(ValueError):
 
 
 StereoCodecError = Error  # the name before the public API; kept so that existing code keeps working
+
+
+class InputError(Error):
+    """Unusable input or output path, image or option; the message is one line."""
 
 
 class Notice(UserWarning):

@@ -79,7 +79,8 @@ def encode(left: Path, right: Path, output: Path, variant: str | None, quality: 
 
     from .. import api
     from ..io.images import check_output, write_bytes
-    from ..io.outputs import encode_output, is_stdio
+    from ..io.files import is_stdio
+    from ..io.outputs import encode_output
     from ..metrics import psnr
 
     setting = api.parse_setting(quality, size, bpp, psnr_opt or None, refine_steps)
@@ -155,7 +156,8 @@ def decode(input: Path, prefix: Path | None, left_out: Path | None, right_out: P
     from .. import api
     from ..container import Container
     from ..io.images import check_output
-    from ..io.outputs import decode_outputs, read_input, write_images_together
+    from ..io.files import read_input
+    from ..io.outputs import decode_outputs, write_images_together
 
     left_out, right_out = decode_outputs(input, prefix, left_out, right_out)
     for path in (left_out, right_out):
@@ -179,7 +181,7 @@ def info(input: Path, as_json: bool) -> None:
     from dataclasses import asdict, replace
 
     from .. import api
-    from ..io.outputs import read_input
+    from ..io.files import read_input
 
     r = replace(api.info(read_input(input)), file=str(input))
     if as_json:

@@ -13,13 +13,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import StereoCodecError, first_line
+from ..errors import InputError, first_line
 
 PAD_MULTIPLE = 64
-
-
-class InputError(StereoCodecError):
-    """Unusable input or output path; the message is one line."""
 
 
 @dataclass(frozen=True)

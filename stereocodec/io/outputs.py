@@ -14,24 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from .files import is_stdio
 from .images import InputError, check_output, image_format, write_temp
-
-
-def is_stdio(path: Path) -> bool:
-    """`-` names standard input (decode, info) or standard output (encode -o)."""
-    return str(path) == "-"
-
-
-def read_input(path: Path) -> bytes:
-    """A file's bytes (a .sbic to decode); `-` reads standard input."""
-    try:
-        return sys.stdin.buffer.read() if is_stdio(path) else path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
 
 
 def _same_file(a: Path, b: Path) -> bool:
