@@ -34,14 +34,14 @@ def main() -> int:
     parser.add_argument("--variants", default="bisic-fast,bisic")
     parser.add_argument("--qualities", default="0,2.5,5")
     args = parser.parse_args()
-    pairs = sorted(p for p in args.pairs.iterdir() if (p / "left.png").is_file())
+    pairs = sorted(p for p in args.pairs.iterdir() if any(p.glob("left.*")))
     mismatches = 0
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         for variant in args.variants.split(","):
             codec = stereocodec.Codec(variant)
             for pair in pairs:
-                left, right = pair / "left.png", pair / "right.png"
+                left, right = next(pair.glob("left.*")), next(pair.glob("right.*"))
                 for quality in args.qualities.split(","):
                     t = time.perf_counter()
                     cli("encode", left, right, "-o", out / "cli.sbic", "--variant", variant, "-q", quality, "--force")
