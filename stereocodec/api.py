@@ -326,7 +326,8 @@ def _read(data: FileLike) -> tuple[bytes, str | None]:
         return bytes(data), None
     if not isinstance(data, (str, os.PathLike)):
         raise InputError(f"a .sbic file is given as bytes or a path, not {type(data).__name__}")
-    return read_file(Path(data)), str(Path(data))
+    path = Path(data)
+    return read_file(path), str(path)
 
 
 def _is_whole(value: object) -> bool:

@@ -29,7 +29,6 @@ def executor(engine: str) -> Executor:
         except ModuleNotFoundError as e:
             if (e.name or "").partition(".")[0] != "ray":
                 raise
-            # no brackets (".[ray]"): the CLI prints errors as rich markup, which would eat them
             raise InputError('--engine ray needs Ray, the optional "ray" extra: pip install -e ".[ray]" (or pip install "ray>=2.9")') from None
     else:
         raise InputError(f"unknown engine {engine!r} (choose {' or '.join(ENGINES)})")

@@ -131,12 +131,13 @@ def one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}"
 
 
-def _valid_sbic(path: Path) -> bool:
+def _existing_sbic(path: Path) -> tuple[int, Container] | None:
+    """A valid .sbic file already at `path` (its size and header, read once), or None."""
     try:
-        Container.from_bytes(path.read_bytes())
-        return True
+        data = path.read_bytes()
+        return len(data), Container.from_bytes(data)
     except (OSError, ValueError):
-        return False
+        return None
 
 
 def _valid_image(path: Path) -> bool:
@@ -185,11 +186,11 @@ class Runner:
         (output,) = job.outputs
         image_bytes = job.source.nbytes()
         codec = self.codec(None)
-        if not self.force and _valid_sbic(output):
-            data = output.read_bytes()
-            existing = Container.from_bytes(data)
-            if _made_as_asked(existing, len(data), codec, self.quality):
-                return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=len(data), bpp=existing.bpp(len(data)))
+        existing = None if self.force else _existing_sbic(output)
+        if existing is not None:
+            nbytes, header = existing
+            if _made_as_asked(header, nbytes, codec, self.quality):
+                return Outcome(job.name, "skipped", image_bytes=image_bytes, sbic_bytes=nbytes, bpp=header.bpp(nbytes))
             # made with another variant, quality or weights than asked for now: redo it
         left, right = job.source.read()
         enc, reached = encode_pair(codec, left, right, self.quality, reconstruct=self.verify)
