@@ -17,13 +17,18 @@ Part 2 runs first, in a process that has loaded no network, so that its memory f
    hand-out with backpressure, totals of the outcomes, progress callback). The resident memory is
    sampled as the pairs pass; flat means the driver does not grow with the number of pairs. The
    local engine in this process takes the full count; Ray and a local pool of 2 processes take
-   --synthetic-remote pairs (a round trip per pair makes a million take too long). Also the
-   file-system listing (`find_sources`), which does hold every name, on a tree of --listing empty
-   pairs: its bytes per pair, the one cost that does grow.
+   --synthetic-remote pairs (a round trip per pair makes a million take too long). Then the real
+   listing: a tree of --listing pairs of empty files on disk (folders of 100 `*_left.png` /
+   `*_right.png`, a tenth of them in `left/` + `right/` folders, under the temporary folder,
+   deleted after), planned with `plan_batch` and streamed through the local engine in a fresh
+   process, RSS sampled after planning and at every tenth: start, peak and end, and bytes per pair.
+   With --before REV, the same run on the `stereocodec` package of git revision REV (unpacked
+   beside it), e.g. the revision before the listing streamed.
 3. On paper: from the per-pair time measured in part 1, the pairs per minute and the time for a
    million pairs of N nodes of C cores, at Ray's measured efficiency.
 
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/batch_engines.py [PAIRS_DIR] [--repeat 2] [--skip-throughput]
+        [--listing 200000] [--before 90b14fd]
 """
 
 from __future__ import annotations
@@ -31,16 +36,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
-import tracemalloc
 from collections.abc import Sequence
 from pathlib import Path
 
 import ray
 
-from stereocodec.batch import CodecSpec, Job, Outcome, Plan, Source, find_sources, plan_batch, run_batch
+from stereocodec.batch import CodecSpec, Job, Outcome, Plan, Source, plan_batch, run_batch
 from stereocodec.batch.local import execute as local_execute
 from stereocodec.batch.ray_engine import execute as ray_execute
 
@@ -136,7 +143,7 @@ def stream(label: str, n: int, execute, workers: int) -> float:
             samples.append(rss_mb())
 
     start = time.perf_counter()
-    execute(Plan(Synthetic(n), Path("/out")), NoWork(), workers, record)
+    execute(Plan(Synthetic(n), Path("/out"), n), NoWork(), workers, record)
     wall = time.perf_counter() - start
     assert result.pairs == n and result.count("done") == n
     print(f"{label:32} {n:>9,} pairs in {wall:6.1f} s; driver RSS MB: start {samples[0]:.1f}, "
@@ -144,7 +151,65 @@ def stream(label: str, n: int, execute, workers: int) -> float:
     return n / wall
 
 
-def memory(synthetic: int, remote: int, listing: int, tmp: Path) -> float:
+def listing_tree(root: Path, n: int) -> None:
+    """`n` pairs of empty files: folders of 100 `<id>_left.png` + `<id>_right.png`, one in ten folders
+    a sequence of `left/` and `right/` folders instead."""
+    for start in range(0, n, 100):
+        folder = root / f"rig{start // 100_000:02d}" / f"take{start // 100 % 1000:03d}"
+        folder.mkdir(parents=True)
+        for i in range(start, min(start + 100, n)):
+            names = (f"left/{i:07d}.png", f"right/{i:07d}.png") if start // 100 % 10 == 9 else (f"{i:07d}_left.png", f"{i:07d}_right.png")
+            for name in names:
+                (folder / name).parent.mkdir(exist_ok=True)
+                (folder / name).touch()
+
+
+# argv: PACKAGE_DIR (empty: the installed one) SCRIPT ARGS...: the editable install's finder would win over sys.path
+RUN_WITH_PACKAGE = """import runpy, sys
+package, script = sys.argv[1:3]
+if package:
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in str(getattr(f, "__module__", "")) or not f.find_spec("stereocodec", None)]
+    sys.path.insert(0, package)
+sys.argv = sys.argv[2:]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def old_package(revision: str, tmp: Path) -> Path:
+    """The stereocodec package of git `revision`, unpacked under `tmp` (for PYTHONPATH)."""
+    target = tmp / f"rev-{revision}"
+    target.mkdir()
+    repo = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(repo), "archive", revision, "stereocodec"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def listing_run(root: Path) -> None:
+    """In a fresh process: plan the tree and stream it through the local engine, with no work per pair;
+    one line of RSS figures. Uses only `plan_batch` and the local engine, so that it runs on older revisions too."""
+    start = rss_mb()
+    t0 = time.perf_counter()
+    plan = plan_batch(root, Path("/nonexistent-out"))
+    n, planned = len(plan), rss_mb()
+    samples, seen = [planned], [0]
+
+    def record(outcome: Outcome) -> None:
+        seen[0] += 1
+        if seen[0] % max(n // 10, 1) == 0:
+            samples.append(rss_mb())
+
+    local_execute(plan, NoWork(), 1, record)
+    wall, end = time.perf_counter() - t0, rss_mb()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6  # KiB on Linux
+    assert seen[0] == n
+    import stereocodec
+
+    print(f"[{Path(stereocodec.__file__).parents[1]}] {n:,} pairs in {wall:5.1f} s; RSS MB: start {start:.1f}, planned {planned:.1f}, max sampled {max(samples):.1f}, "
+          f"end {end:.1f}, peak {peak:.1f}; {(end - start) * 1e6 / n:.0f} B a pair at the end, {(peak - start) * 1e6 / n:.0f} at the peak")
+
+
+def memory(synthetic: int, remote: int, listing: int, tmp: Path, befores: Sequence[str] = ()) -> float:
     """Part 2; returns the pairs a second the Ray driver hands out and collects (2 actors, no work)."""
     print(f"\n## 2. Driver memory (trivial per-pair work; RSS sampled every tenth of the pairs)")
     stream("local engine, in this process", synthetic, local_execute, 1)
@@ -154,22 +219,12 @@ def memory(synthetic: int, remote: int, listing: int, tmp: Path) -> float:
         hand_out = stream("ray engine, 2 actors", remote, ray_execute, 2)
     finally:
         ray.shutdown()
-    root = tmp / "listing"
-    for i in range(listing):
-        folder = root / f"rig{i // 1000:04d}" / f"pair{i % 1000:03d}"
-        folder.mkdir(parents=True)
-        (folder / "left.png").touch()
-        (folder / "right.png").touch()
-    tracemalloc.start()
-    start = time.perf_counter()
-    sources = find_sources(root)
-    wall = time.perf_counter() - start
-    held, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    assert len(sources) == listing
-    print(f"file-system listing (find_sources) of {listing:,} pairs: {wall:.1f} s, holds {held / listing:.0f} B a pair "
-          f"(peak {peak / listing:.0f} B while pairing): for a million pairs about {held / listing * 1e6 / 1e6:.0f} MB held, "
-          f"{peak / listing * 1e6 / 1e6:.0f} MB at the peak")
+    listing_tree(tmp / "listing", listing)
+    for label, package in (("listing of this tree", None), *((f"listing of revision {rev}", old_package(rev, tmp)) for rev in befores)):
+        proc = subprocess.run([sys.executable, "-c", RUN_WITH_PACKAGE, str(package or ""), __file__, "--listing-run", str(tmp / "listing")],
+                              capture_output=True, text=True, check=True)
+        print(f"{label:32} {proc.stdout.strip()}")
+    shutil.rmtree(tmp / "listing")
     return hand_out
 
 
@@ -190,12 +245,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="copies of each pair in part 1")
     parser.add_argument("--synthetic", type=int, default=1_000_000, help="pairs streamed through the in-process engine in part 2")
     parser.add_argument("--synthetic-remote", type=int, default=20_000, help="pairs streamed through the local pool and Ray in part 2")
-    parser.add_argument("--listing", type=int, default=20_000, help="empty pairs on disk for the listing's cost in part 2")
+    parser.add_argument("--listing", type=int, default=200_000, help="pairs of empty files on disk for the listing's memory in part 2")
+    parser.add_argument("--before", action="append", default=[], metavar="REV", help="also measure the listing of git revision REV")
+    parser.add_argument("--listing-run", type=Path, default=None, help=argparse.SUPPRESS)  # the fresh process of one listing
     parser.add_argument("--skip-throughput", action="store_true", help="part 2 only (part 3 then needs --per-pair)")
     parser.add_argument("--per-pair", type=float, default=None, help="seconds a pair, for part 3 without part 1")
     args = parser.parse_args()
+    if args.listing_run is not None:
+        return listing_run(args.listing_run)
     with tempfile.TemporaryDirectory() as tmp:  # memory first, in a process that has coded nothing yet
-        hand_out = memory(args.synthetic, args.synthetic_remote, args.listing, Path(tmp))
+        hand_out = memory(args.synthetic, args.synthetic_remote, args.listing, Path(tmp), args.before)
         per_pair, efficiency = (args.per_pair, 1.0) if args.skip_throughput else throughput(args.pairs, args.repeat, Path(tmp))
     if per_pair:
         on_paper(per_pair, efficiency, hand_out)

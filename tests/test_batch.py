@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from PIL import Image
 
 from conftest import assert_clean_error, run_cli
 from helpers import join_sbs, write_mpo
-from stereocodec.batch import CodecSpec, Source, find_sources, parse_shard, plan_batch, plan_decode, run_batch
+from stereocodec.batch import CodecSpec, Listing, Source, Survey, find_sources, parse_shard, plan_batch, plan_decode, run_batch, shard_of
 from stereocodec.codec import Codec
 from stereocodec.container import Container
 from stereocodec.io.images import InputError
@@ -129,12 +130,18 @@ def test_shards_cover_every_pair_exactly_once(tmp_path: Path, weights_file: Path
     assert first | second == {"p0.sbic", "p1.sbic", "p4.sbic", "x/p2.sbic", "x/p3.sbic"}
 
 
-def test_plan_shards_partition_and_bad_shards_are_refused(tmp_path: Path) -> None:
+def test_plan_shards_partition_by_a_hash_of_the_name_and_bad_shards_are_refused(tmp_path: Path) -> None:
     src = tree(tmp_path / "in", [f"s{i}" for i in range(7)])
-    every = [j.name for j in plan_batch(src, tmp_path / "out")]
+    every = sorted(j.name for j in plan_batch(src, tmp_path / "out"))
     for n in (1, 2, 3, 8):
         shards = [[j.name for j in plan_batch(src, tmp_path / "out", (k, n))] for k in range(1, n + 1)]
         assert sorted(sum(shards, [])) == every
+        assert all(len(plan_batch(src, tmp_path / "out", (k, n))) == len(names) for k, names in enumerate(shards, 1))
+        assert all(shard_of(name, n) == k for k, names in enumerate(shards, 1) for name in names)
+    assert [shard_of("s3", 4), shard_of("seq/0001", 4), shard_of("städte/ü", 3)] == [1, 2, 3]  # zlib.crc32: fixed forever
+    before = {j.name for j in plan_batch(src, tmp_path / "out", (2, 3))}
+    tree(src, ["0", "zz/new"])  # other pairs, before and after in the walk: no pair changes shard
+    assert before == {j.name for j in plan_batch(src, tmp_path / "out", (2, 3))} - {"0", "zz/new"}
     for text in ("0/2", "3/2", "1/0", "1-2", "a/b"):
         with pytest.raises(InputError, match="--shard"):
             parse_shard(text)
@@ -153,7 +160,7 @@ def test_mpo_and_side_by_side_sources(tmp_path: Path) -> None:
     (sl, sr), (ml, mr) = sources[2].read(), sources[1].read()
     assert np.array_equal(sl.pixels, left) and np.array_equal(sr.pixels, right)
     assert np.abs(ml.pixels.astype(int) - left).mean() < 3 and np.abs(mr.pixels.astype(int) - right).mean() < 3
-    assert [j.outputs[0].relative_to(tmp_path) for j in plan_batch(root, tmp_path / "o", sbs="cross")] == [
+    assert sorted(j.outputs[0].relative_to(tmp_path) for j in plan_batch(root, tmp_path / "o", sbs="cross")) == [
         Path("o/pair.sbic"), Path("o/trip/cam.sbic"), Path("o/tv.sbic")]  # fmt: skip
     Image.fromarray(join_sbs(left, right)).save(root / "trip" / "cam.png")  # would also be named trip/cam
     with pytest.raises(InputError, match="trip/cam"):
@@ -161,6 +168,57 @@ def test_mpo_and_side_by_side_sources(tmp_path: Path) -> None:
     Image.new("RGB", (7, 4)).save(tmp_path / "odd.png")
     with pytest.raises(InputError, match="odd width"):
         Source("odd", "sbs", (tmp_path / "odd.png",)).read()
+
+
+def test_two_inputs_of_one_name_are_refused_naming_both_files(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    write_pair(root / "a" / "b", 0)  # the pair a/b ...
+    write_pair(root / "z", 1)
+    left, right = smooth_view(1, 32, 40), smooth_view(2, 32, 40)
+    write_mpo(root / "a" / "b.mpo", Image.fromarray(left), Image.fromarray(right))  # ... and a/b.mpo, walked first
+    clash = f"{root / 'a' / 'b.mpo'} and {root / 'a' / 'b' / 'left.png'} both map to the name 'a/b'; rename one"
+    with pytest.raises(InputError, match=re.escape(clash)):
+        plan_batch(root, tmp_path / "out")  # before any work
+    given = []
+    with pytest.raises(InputError, match=re.escape(clash)):
+        for source in Listing(root):  # the tree may change after planning: refused as it streams, before the second
+            given.append(source.name)
+    assert given == ["a/b"]
+    with pytest.raises(InputError, match=re.escape(clash)):
+        list(Listing(root, shard=(shard_of("z", 2), 2)))  # as before: every shard refuses the tree, not only a/b's
+    proc = run_cli("batch", root, "-o", tmp_path / "out")
+    assert_clean_error(proc)
+    assert clash in proc.stderr.replace("\n", "") and not (tmp_path / "out").exists()
+    (root / "a" / "b.mpo").unlink()
+    write_mpo(root / "z" / "b.mpo", Image.fromarray(left), Image.fromarray(right))  # z/b: one name a folder, not a/b
+    assert [s.name for s in find_sources(root)] == ["a/b", "z", "z/b"]
+
+
+def test_a_cityscapes_pair_is_checked_against_the_folder_it_is_named_under(tmp_path: Path) -> None:
+    """`leftImg8bit/v/s_leftImg8bit.png` is named v/s, under a folder far from it in the walk."""
+    root = tmp_path / "in"
+    for side in ("left", "right"):  # the listing reads no pixels: empty files
+        for folder in (f"{side}Img8bit/v", f"w/{side}Img8bit"):  # v/s, and w/s
+            (root / folder).mkdir(parents=True)
+            (root / folder / f"s_{side}Img8bit.png").write_bytes(b"")
+    assert [s.name for s in find_sources(root)] == ["v/s", "w/s"]
+    write_pair(root / "v" / "s", 0)  # v/s/left.png + right.png: v/s too, walked after
+    with pytest.raises(InputError, match=re.escape(f"{root / 'v/s/left.png'} and {root / 'leftImg8bit/v/s_leftImg8bit.png'} both map")):
+        plan_batch(root, tmp_path / "out")
+    shutil.rmtree(root / "v")
+    for side in ("left", "right"):  # leftImg8bit/w/s_leftImg8bit.png: w/s, as w/leftImg8bit/s_leftImg8bit.png
+        (root / f"{side}Img8bit" / "v").rename(root / f"{side}Img8bit" / "w")
+    with pytest.raises(InputError, match=re.escape(f"{root / 'w/leftImg8bit/s_leftImg8bit.png'} and {root / 'leftImg8bit/w/s_leftImg8bit.png'} both map")):
+        find_sources(root)
+
+
+def test_unpaired_images_are_counted_not_held(tmp_path: Path) -> None:
+    src = tree(tmp_path / "in", ["a"])
+    for i in range(2 * Survey.EXAMPLES):
+        Image.new("RGB", (40, 30)).save(src / f"lonely{i:02d}.png")
+    plan = plan_batch(src, tmp_path / "o")
+    assert len(plan) == 1 and f"{2 * Survey.EXAMPLES} image(s) under" in plan.note and "lonely00.png" in plan.note
+    assert len(plan_batch(src, tmp_path / "o", sbs="parallel")) == 1 + 2 * Survey.EXAMPLES
 
 
 def test_batch_decode_matches_the_decoder_and_resumes(tmp_path: Path, weights_file: Path) -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import assert_clean_error, run_cli
 from test_batch import ONE_THREAD, statuses, tree, weights_file  # noqa: F401  (a fixture)
 from test_codec import tiny_weights
-from stereocodec.batch import CodecSpec, check_writable_dir, plan_batch, unpaired_images, unpaired_note
+from stereocodec.batch import CodecSpec, check_writable_dir, plan_batch, unpaired_note
 from stereocodec.container import Container
 from stereocodec.io.images import InputError
 from stereocodec.weights import save_weights
@@ -38,14 +38,12 @@ def test_outputs_made_otherwise_are_redone(tmp_path: Path, weights_file: Path) -
 def test_unpaired_images_are_named_and_sbs_suggested(tmp_path: Path) -> None:
     src = tree(tmp_path / "in", ["a"])
     Image.new("RGB", (40, 30)).save(src / "lonely.png")
-    used = {p for j in plan_batch(src, tmp_path / "o") for p in j.source.paths}
-    assert unpaired_images(src, used) == [src / "lonely.png"]
-    assert "1 image(s) under" in unpaired_note(src, [src / "lonely.png"], True)
+    assert plan_batch(src, tmp_path / "o").note == f"1 image(s) under {src} are in no stereo pair and are not coded (e.g. lonely.png)"
     wide = tmp_path / "wide"
     wide.mkdir()
     Image.new("RGB", (80, 30)).save(wide / "tv.png")
-    assert "add --sbs" in unpaired_note(wide, [wide / "tv.png"], False)
-    assert "add --sbs" not in unpaired_note(src, [src / "lonely.png"], False)
+    assert "add --sbs" in unpaired_note(wide, 1, [wide / "tv.png"], False)
+    assert "add --sbs" not in unpaired_note(src, 1, [src / "lonely.png"], False)
     with pytest.raises(InputError, match="cannot write there"):
         check_writable_dir(unwritable_dir(tmp_path) / "out")
 

@@ -12,7 +12,6 @@ from PIL import Image
 
 from ..io.images import InputError
 from ..io.outputs import check_writable
-from ..io.pairs import is_image, list_files
 
 WIDE = 1.6  # width / height above which a lone image looks like two views side by side
 
@@ -26,11 +25,6 @@ def check_writable_dir(folder: Path) -> None:
     check_writable(folder)
 
 
-def unpaired_images(root: Path, used: set[Path]) -> list[Path]:
-    """Images under `root` that no source uses, sorted."""
-    return [f for f in list_files(root, is_image) if f not in used]
-
-
 def _wide(path: Path) -> bool:
     try:
         with Image.open(path) as img:  # reads the header only
@@ -39,13 +33,15 @@ def _wide(path: Path) -> bool:
         return False
 
 
-def unpaired_note(root: Path, unpaired: list[Path], found_any: bool) -> str | None:
-    """What to tell about images left out: a note, or (when nothing was found) the error text."""
-    if not unpaired:
+def unpaired_note(root: Path, count: int, examples: list[Path], found_any: bool) -> str | None:
+    """What to tell about the `count` images left out, of which the first few are `examples` (the
+    listing is streamed, not held): a note, or (when nothing was found) the error text, which
+    suggests --sbs when the examples all look like side-by-side pairs."""
+    if not count:
         return None
-    example = unpaired[0].relative_to(root).as_posix()
-    if not found_any and all(_wide(p) for p in unpaired):
-        return (f"{root}: no stereo pairs found, but its {len(unpaired)} image(s) (e.g. {example}) look like "
+    example = examples[0].relative_to(root).as_posix()
+    if not found_any and all(_wide(p) for p in examples):
+        return (f"{root}: no stereo pairs found, but its {count} image(s) (e.g. {example}) look like "
                 "side-by-side pairs: add --sbs (and --cross if the right view comes first)")
-    what = f"{len(unpaired)} image(s) under {root} are in no stereo pair and are not coded (e.g. {example})"
+    what = f"{count} image(s) under {root} are in no stereo pair and are not coded (e.g. {example})"
     return f"{root}: no stereo pairs found; {what}" if not found_any else what

@@ -1,22 +1,22 @@
 """The plan of a batch: this shard's sources, and the job (input and outputs) each one becomes.
 
-Jobs are made as an engine takes them, not all up front, and an engine holds only the few in
-flight: the driver's memory does not grow with the number of pairs beyond the sorted listing.
+The listing is streamed, never held. Planning makes one pass over it (`Listing.survey`) that
+counts this shard's sources (the progress total), refuses two inputs of one name and notes the
+unpaired images, all before any work; running streams it again and makes each job as an engine
+takes it, and an engine holds only the few in flight. So the driver's memory does not grow with
+the number of pairs.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from ..io.images import InputError
-from .checks import unpaired_images, unpaired_note
-from .sources import DECODE_LAYOUT, Source, find_sbic, find_sources
-
-T = TypeVar("T")
+from .checks import unpaired_note
+from .sources import DECODE_LAYOUT, Listing, Source, Survey
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,15 @@ class Job:
 
 @dataclass(frozen=True)
 class Plan:
-    """The sources of one batch under `out_dir`; iterating gives their jobs, made one at a time."""
+    """The jobs of one batch under `out_dir`; iterating streams `sources` again and makes each job as it is taken."""
 
-    sources: Sequence[Source]
+    sources: Iterable[Source]  # a Listing, or any iterable that can be iterated again
     out_dir: Path
+    count: int  # how many `sources` gives (counted when planning): the progress total
     note: str | None = None  # about images no pair uses (encoding)
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return self.count
 
     def __iter__(self) -> Iterator[Job]:
         return map(self.job, self.sources)
@@ -62,14 +63,11 @@ class Plan:
         return Job(source, (base.parent / f"{base.name}.sbic",))
 
 
-def select_shard(items: Sequence[T], shard: tuple[int, int] | None) -> Sequence[T]:
-    """Items whose index is K-1 modulo N for shard (K, N), 1-based; all items for None."""
-    if shard is None:
-        return items
-    k, n = shard
-    if not (n >= 1 and 1 <= k <= n):
-        raise InputError(f"--shard {k}/{n}: need 1 <= K <= N")
-    return items[k - 1 :: n]
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """`shard` (K, N), refused in one line unless 1 <= K <= N."""
+    if shard is not None and not (shard[1] >= 1 and 1 <= shard[0] <= shard[1]):
+        raise InputError(f"--shard {shard[0]}/{shard[1]}: need 1 <= K <= N")
+    return shard
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -78,34 +76,34 @@ def parse_shard(text: str) -> tuple[int, int]:
         k, n = (int(part) for part in text.split("/"))
     except ValueError:
         raise InputError(f"--shard {text}: expected K/N, e.g. 1/4") from None
-    select_shard([], (k, n))
+    check_shard((k, n))
     return k, n
 
 
+def _planned(listing: Listing, out_dir: Path) -> tuple[Plan, Survey]:
+    survey = listing.survey()
+    note = unpaired_note(listing.root, survey.unpaired, survey.examples, survey.everywhere > 0)
+    return Plan(listing, Path(out_dir), survey.here, note), survey
+
+
 def plan_batch(in_dir: Path, out_dir: Path, shard: tuple[int, int] | None = None, sbs: str | None = None) -> Plan:
-    """Encode jobs for the stereo inputs under `in_dir`, writing `out_dir/<name>.sbic` (the tree mirrored)."""
-    return Plan(select_shard(find_sources(in_dir, sbs), shard), out_dir)
+    """Encode jobs for the stereo inputs under `in_dir` in shard (K, N), writing `out_dir/<name>.sbic`
+    (the tree mirrored), with a note on the images no pair uses."""
+    return _planned(Listing(Path(in_dir), sbs, shard=check_shard(shard)), out_dir)[0]
 
 
 def plan_decode(in_dir: Path, out_dir: Path, shard: tuple[int, int] | None = None) -> Plan:
     """Decode jobs for the .sbic files under `in_dir`, writing `out_dir/<name>_left.png` and `_right.png`."""
-    return Plan(select_shard(find_sbic(in_dir), shard), out_dir)
+    return _planned(Listing(Path(in_dir), decode=True, shard=check_shard(shard)), out_dir)[0]
 
 
 def plan_jobs(in_dir: Path, out_dir: Path, decode: bool = False, shard: str | None = None,
               sbs: str | None = None) -> Plan:
     """The plan of one batch command, for this shard ("K/N"), with a note on the images no pair
     uses (encoding). An empty plan is refused in one line, saying why."""
-    selected = parse_shard(shard) if shard else None
-    every, note = [], None
-    if decode:
-        plan = plan_decode(in_dir, out_dir, selected)
-    else:
-        every = find_sources(in_dir, sbs)
-        note = unpaired_note(in_dir, unpaired_images(in_dir, {p for s in every for p in s.paths}), bool(every))
-        plan = Plan(select_shard(every, selected), out_dir, note)
-    if not plan.sources:
-        if note and not every:
-            raise InputError(note)
+    plan, survey = _planned(Listing(Path(in_dir), sbs, decode, parse_shard(shard) if shard else None), out_dir)
+    if not plan.count:
+        if plan.note and not survey.everywhere:
+            raise InputError(plan.note)
         raise InputError(f"{in_dir}: no {'.sbic files' if decode else 'stereo pairs'} found" + (f" in shard {shard}" if shard else ""))
     return plan

@@ -153,7 +153,7 @@ def summary_table(result: BatchResult, decode: bool, verify: bool) -> Table:
               "paths must then be on storage every node sees. Ray is an extra: pip install -e \".[ray]\".")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where each worker's network runs (cuda: one GPU per Ray actor).")
-@click.option("--shard", default=None, metavar="K/N", help="Only the K-th of N interleaved shares of the pairs (1-based).")
+@click.option("--shard", default=None, metavar="K/N", help="Only the pairs whose name hashes to K of N (1-based): N runs cover every pair once.")
 @click.option("--verify", is_flag=True, help="Decode every new file and report its PSNR against the input.")
 @click.option("--force", is_flag=True, help="Redo pairs whose output already exists and is valid.")
 @click.option("--decode", is_flag=True, help="Decode the .sbic files under IN_DIR to PNG pairs instead.")
