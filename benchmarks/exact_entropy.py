@@ -4,9 +4,12 @@ Not a test: prints measured figures. On the pairs of PAIRS_DIR (default ../share
 full size), for each variant and level, both paths code the pair for real (range-coded streams,
 the decoder's reconstruction); the BD-rate of exact against float by PSNR says what the integer
 arithmetic costs. Then encode and decode times of each path on the first pair, after a warm-up,
-and their ratio (the issue's target: BiSIC-Fast within 1.3x). Usage:
+and their ratio (the issue's target: BiSIC-Fast within 1.3x), best of --repeat codings with
+the two paths interleaved (the machine may be shared). --timing skips the rate curves (then
+one level is enough). Usage:
 
     python benchmarks/exact_entropy.py [PAIRS_DIR] [--variants bisic-fast,bisic] [--levels 0,1,2,3,4,5] [--threads 2]
+                                       [--repeat 3] [--timing]
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ def main() -> None:
     p.add_argument("--variants", default="bisic-fast,bisic")
     p.add_argument("--levels", default="0,1,2,3,4,5")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1, help="timed codings per path (best of)")
+    p.add_argument("--timing", action="store_true", help="times only, no rate curves")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     pairs = sorted(d for d in Path(args.pairs).iterdir() if d.is_dir())
@@ -56,20 +61,31 @@ def main() -> None:
             left, right = (read_view(next(pair.glob(f"{side}.*"))).pixels for side in ("left", "right"))
             h, w = left.shape[:2]
             x = pair_tensor(left, right)
-            curves = {name: [code(lat, x, q, h, w, (left, right)) for q in levels] for name, lat in paths.items()}
-            for name, curve in curves.items():
-                print(f"{variant} {pair.name} {w}x{h} {name}: " + ", ".join(f"q{q} {b:.4f}/{d:.2f}" for q, (b, d, _, _) in zip(levels, curve)))
-            rate = bd_rate([c[0] for c in curves["float"]], [c[1] for c in curves["float"]],
-                           [c[0] for c in curves["exact"]], [c[1] for c in curves["exact"]])
-            rates.append(rate)
-            print(f"{variant} {pair.name}: BD-rate of exact against float {rate:+.3f} %")
+            if not args.timing:
+                curves = {name: [code(lat, x, q, h, w, (left, right)) for q in levels] for name, lat in paths.items()}
+                for name, curve in curves.items():
+                    print(f"{variant} {pair.name} {w}x{h} {name}: " + ", ".join(f"q{q} {b:.4f}/{d:.2f}" for q, (b, d, _, _) in zip(levels, curve)))
+                rate = bd_rate([c[0] for c in curves["float"]], [c[1] for c in curves["float"]],
+                               [c[0] for c in curves["exact"]], [c[1] for c in curves["exact"]])
+                rates.append(rate)
+                print(f"{variant} {pair.name}: BD-rate of exact against float {rate:+.3f} %")
             if pair == pairs[0]:
-                times = {name: code(lat, x, 3, h, w, (left, right))[2:] for name, lat in paths.items()}  # after the warm-up above
+                if args.timing:
+                    for lat in paths.values():
+                        code(lat, x, 3, h, w, (left, right))  # warm-up
+                runs = {name: [] for name in paths}
+                for _ in range(args.repeat):
+                    for name, lat in paths.items():
+                        runs[name].append(code(lat, x, 3, h, w, (left, right))[2:])
+                times = {name: (min(r[0] for r in rs), min(r[1] for r in rs)) for name, rs in runs.items()}
                 for name, (te, td) in times.items():
-                    print(f"{variant} {pair.name} q3 {name}: encode {te:.2f} s, decode {td:.2f} s")
+                    print(f"{variant} {pair.name} q3 {name}: encode {te:.2f} s, decode {td:.2f} s (best of {args.repeat})")
                 print(f"{variant} {pair.name}: exact / float encode {times['exact'][0] / times['float'][0]:.2f}x, "
                       f"decode {times['exact'][1] / times['float'][1]:.2f}x")
-        print(f"{variant}: mean BD-rate of exact against float {np.mean(rates):+.3f} % over {len(rates)} pairs")
+            if args.timing:
+                break
+        if rates:
+            print(f"{variant}: mean BD-rate of exact against float {np.mean(rates):+.3f} % over {len(rates)} pairs")
 
 
 if __name__ == "__main__":

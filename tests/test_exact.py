@@ -57,12 +57,12 @@ def _exponents(m: I.IntegerConv) -> np.ndarray:
     return np.round(-np.log2(m.inv_scale.numpy())).astype(np.int64)
 
 
-@pytest.mark.parametrize(("channels", "kernel"), [(6, 3), (64, 3), (5, 1)])
+@pytest.mark.parametrize(("channels", "kernel"), [(6, 3), (32, 3), (64, 3), (5, 1)])
 def test_integer_conv_equals_a_numpy_int64_reference(channels: int, kernel: int) -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(channels, 5, kernel, padding=kernel // 2)
     m = I.IntegerConv(conv)
-    assert m.unit_stride == (kernel == 1 or channels >= 64)  # both kernels: ATen's conv and one product per tap
+    assert m.unit_stride == (kernel == 1 or channels >= 32)  # both kernels: ATen's conv and one product per tap
     x = torch.randint(-I.ONE * 40, I.ONE * 40, (2, channels, 7, 9)).double()
     w, b = m.weight.numpy().astype(np.int64), m.bias.numpy().astype(np.int64)
     assert np.array_equal(w, np.round(conv.weight.detach().double().numpy() * 2.0 ** _exponents(m)[:, None, None, None]))
@@ -93,13 +93,16 @@ def test_a_3d_conv_by_kernel_taps_equals_the_dense_float64_conv() -> None:
     with I.exact_kernels():
         dense = torch.nn.functional.conv3d(x, m.weight, m.bias, padding=1)
     assert torch.equal(m(x), m._requantise(dense))
+    beyond = x * 4  # inputs beyond ACT_MAX are read clamped, whichever path reads them
+    assert torch.equal(m(beyond), m(beyond.clamp(-I.ACT_MAX, I.ACT_MAX)))
 
 
-def test_the_checkerboard_context_at_the_non_anchors_equals_the_dense_context(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("magnitude", [I.ONE * 40, I.ACT_MAX * 2])  # typical latents; beyond the clamp
+def test_the_checkerboard_context_at_the_non_anchors_equals_the_dense_context(monkeypatch: pytest.MonkeyPatch, magnitude: int) -> None:
     torch.manual_seed(3)
     m = I.IntegerConv(nn.Conv3d(4, 6, (3, 5, 5), padding=(1, 2, 2)))
     anchors = anchor_mask(7, 9)
-    y = torch.randint(-I.ONE * 40, I.ONE * 40, (2, 4, 7, 9)).double() * anchors  # decoded anchors, zeros elsewhere
+    y = torch.randint(-magnitude, magnitude, (2, 4, 7, 9)).double() * anchors  # decoded anchors, zeros elsewhere
     dense = to_views(m(from_views(y)))
     monkeypatch.setattr(I, "PATCH_POSITIONS", 5)  # several blocks of positions
     assert torch.equal(I.checkerboard_context(m, y, ~anchors), dense[..., ~anchors])
@@ -139,6 +142,29 @@ def test_integer_attention_equals_a_numpy_int64_reference() -> None:
     ref = conv1x1(m.projection_o, torch.from_numpy(out.reshape(b_, e_, 5, 7)).double())
     assert np.array_equal(m(q, k, v).numpy().astype(np.int64), ref)
     assert torch.allclose(m(q, k, v) / I.ONE, att(q.float() / I.ONE, k.float() / I.ONE, v.float() / I.ONE).double(), atol=5e-3)
+
+
+def test_the_dense_tables_give_the_interpolated_integers_at_every_input() -> None:
+    """One gather per activation: the same integers as interpolating the 2^-8 tables (an int64
+    reference), at every input the tables distinguish, beyond them and at the clamps."""
+    tables = {name: t.numpy() for name, t in I.lookup_tables().items()}
+    wide = np.arange(-20 * I.ONE, 20 * I.ONE + 1)
+    far = np.concatenate([np.arange(-I.ACT_MAX - 3000, I.ACT_MAX + 3000, 4099), [-2**40, -I.ACT_MAX - 1, I.ACT_MAX + 1, 2**40]])
+    x = np.concatenate([wide, far])
+    xt = torch.from_numpy(x).double()
+    g, t = 8 * I.ONE, 8 * I.ONE
+    xc = np.clip(x, -I.ACT_MAX, I.ACT_MAX)
+    gelu = np.where(xc >= g, xc, np.where(xc < -g, 0, _interp(tables["gelu"], np.clip(xc, -g, g - 1) + g)))
+    assert I.gelu(xt).dtype == torch.float64 and np.array_equal(I.gelu(xt).numpy(), gelu)
+    assert np.array_equal(I.half_tanh(xt).numpy(), _interp(tables["half_tanh"], np.clip(x, -t, t) + t))
+    rows = torch.from_numpy(np.concatenate([wide, far[:-4]])[: 6 * 12000].reshape(6, -1)).double()
+    for frac in range(1, I.EXP_FRAC + 1):
+        for dim in (0, 1):
+            d = (rows.amax(dim, keepdim=True) - rows).long().numpy()
+            e = np.where(d >= I.EXP_RANGE * I.ONE, 0, _interp(tables["exp"], np.minimum(d, I.EXP_RANGE * I.ONE)))
+            e = (e + (1 << (I.EXP_FRAC - frac - 1))) >> (I.EXP_FRAC - frac) if frac < I.EXP_FRAC else e
+            got = I.exp_weights(rows, dim, frac)
+            assert got.dtype == torch.int64 and np.array_equal(got.numpy(), e), (frac, dim)
 
 
 def test_lookup_tables_are_the_functions_rounded() -> None:

@@ -26,6 +26,8 @@ entropy-parameter networks and the latent residual prediction) runs here on inte
   integer operations: lookup tables every 2^-8 with linear interpolation in int64, tables built
   once by `decimal` arithmetic (exactly specified, so the same on every platform), and
   LeakyReLU's slope as 10486 / 2^20. A softmax's normalisation is an exact int64 division.
+  The interpolation is evaluated once at every integer input (`dense_tables`), so applying a
+  nonlinearity is one gather.
 
 The bounds that keep every accumulator exact are in `accumulator_bounds`, which the tests check
 for every shipped weights file and for the largest view the container can declare.
@@ -140,23 +142,47 @@ def _interpolate(table: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return a + (((b - a) * f + (1 << (LUT_SHIFT - 1))) >> LUT_SHIFT)
 
 
-def _on(t: torch.Tensor, name: str) -> torch.Tensor:
-    return lookup_tables()[name].to(t.device)
+@cache
+def dense_tables() -> dict[str, torch.Tensor]:
+    """`lookup_tables` interpolated at every integer input (CPU): a nonlinearity is one gather.
+
+    Built by `_interpolate` itself, so they hold exactly its integers; one gather per activation
+    instead of two and ten elementwise passes. gelu (float64): index x + 8 * ONE + 1 for x in
+    [-8 * ONE - 1, 8 * ONE - 1], whose first entry (0) stands for every x below -8. half_tanh
+    (float64): index x + 8 * ONE for x in [-8 * ONE, 8 * ONE]. exp (int64): index d in
+    [0, 16 * ONE], whose last entry (0) stands for every d from 16 on.
+    """
+    tables, zero = lookup_tables(), torch.zeros(1, dtype=torch.int64)
+    return {
+        "gelu": torch.cat([zero, _interpolate(tables["gelu"], torch.arange(2 * GELU_RANGE * ONE))]).double(),
+        "half_tanh": _interpolate(tables["half_tanh"], torch.arange(2 * TANH_RANGE * ONE + 1)).double(),
+        "exp": torch.cat([_interpolate(tables["exp"], torch.arange(EXP_RANGE * ONE)), zero]),
+    }
+
+
+@cache
+def _exp_table(frac: int) -> torch.Tensor:
+    """The dense exp table in units of 2^-frac, rounded half up (frac <= EXP_FRAC)."""
+    e = dense_tables()["exp"]
+    return e if frac == EXP_FRAC else (e + (1 << (EXP_FRAC - frac - 1))) >> (EXP_FRAC - frac)
+
+
+def _gather(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """table[index] for an integer-valued float64 index inside the table (int32 indices: half the traffic of int64)."""
+    return table.to(index.device).index_select(0, index.to(torch.int32).flatten()).view(index.shape)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
-    """GELU of Q.12 integers (float64 in, float64 out)."""
+    """GELU of Q.12 integers (float64 in, float64 out): x itself from 8 on, clamped to ACT_MAX."""
     lim = GELU_RANGE * ONE
-    xi = x.to(torch.int64).clamp(-ACT_MAX, ACT_MAX)
-    inside = _interpolate(_on(x, "gelu"), xi.clamp(-lim, lim - 1) + lim)
-    return torch.where(xi >= lim, xi, torch.where(xi < -lim, torch.zeros_like(xi), inside)).to(torch.float64)
+    inside = _gather(dense_tables()["gelu"], x.clamp(-lim - 1, lim - 1).add_(lim + 1))
+    return torch.where(x >= lim, x, inside).clamp_(max=ACT_MAX)
 
 
 def half_tanh(x: torch.Tensor) -> torch.Tensor:
     """0.5 tanh of Q.12 integers."""
     lim = TANH_RANGE * ONE
-    xi = x.to(torch.int64).clamp(-lim, lim)
-    return _interpolate(_on(x, "half_tanh"), xi + lim).to(torch.float64)
+    return _gather(dense_tables()["half_tanh"], x.clamp(-lim, lim).add_(lim))
 
 
 def leaky_relu(x: torch.Tensor) -> torch.Tensor:
@@ -167,12 +193,8 @@ def leaky_relu(x: torch.Tensor) -> torch.Tensor:
 
 def exp_weights(x: torch.Tensor, dim: int, frac: int = EXP_FRAC) -> torch.Tensor:
     """exp(x - max x) along `dim` in units of 2^-frac (int64): a softmax's numerators."""
-    d = (x.amax(dim, keepdim=True) - x).to(torch.int64)
-    e = _interpolate(_on(x, "exp"), d.clamp(max=EXP_RANGE * ONE))
-    e = torch.where(d >= EXP_RANGE * ONE, torch.zeros_like(e), e)
-    if frac < EXP_FRAC:
-        e = (e + (1 << (EXP_FRAC - frac - 1))) >> (EXP_FRAC - frac)
-    return e
+    d = (x.amax(dim, keepdim=True) - x).clamp_(max=EXP_RANGE * ONE)
+    return _gather(_exp_table(frac), d)
 
 
 def round_div(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -187,6 +209,12 @@ def positions_frac(n: int) -> int:
     `round_div`, below 2^63): 15 bits up to 2^17 positions (33.5 megapixels a view), fewer beyond.
     """
     return max(1, min(EXP_FRAC, SOFTMAX_TOTAL - 28 - max(1, (n - 1).bit_length())))
+
+
+def within_range(x: torch.Tensor) -> torch.Tensor:
+    """x clamped to |x| <= ACT_MAX: x itself when it already is (one read, where a clamp writes a copy)."""
+    lo, hi = torch.aminmax(x)
+    return x if bool(lo >= -ACT_MAX) and bool(hi <= ACT_MAX) else x.clamp(-ACT_MAX, ACT_MAX)
 
 
 def exact_kernels():
@@ -242,9 +270,9 @@ class IntegerConv(nn.Module):
         self.dims = weight.dim() - 2
         self.options = dict(stride=conv.stride, padding=conv.padding)
         # a stride-1 conv runs as one matrix product per kernel tap (`_taps_product`): (taps, out, in),
-        # when each product is deep enough for BLAS (1x1, or 64 input channels and more)
+        # when each product is deep enough for BLAS (1x1, or 32 input channels and more: below, ATen's im2col conv is as fast)
         taps = math.prod(weight.shape[2:])
-        self.unit_stride = not self.transposed and all(s == 1 for s in conv.stride) and (taps == 1 or conv.in_channels >= 64)
+        self.unit_stride = not self.transposed and all(s == 1 for s in conv.stride) and (taps == 1 or conv.in_channels >= 32)
         if self.unit_stride:
             self.register_buffer("tap_weights", self.weight.flatten(2).permute(2, 0, 1).contiguous())
         if self.transposed:
@@ -258,7 +286,7 @@ class IntegerConv(nn.Module):
         return acc.mul_(self.inv_scale.reshape(shape)).add_(0.5).floor_().clamp_(-ACT_MAX, ACT_MAX)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.clamp(-ACT_MAX, ACT_MAX)
+        x = within_range(x)
         if self.unit_stride:
             return self._requantise(self._taps_product(x))
         fn = {(2, False): F.conv2d, (3, False): F.conv3d, (3, True): F.conv_transpose3d}[(self.dims, self.transposed)]
@@ -301,8 +329,12 @@ class IntegerConv(nn.Module):
         """
         w = self.weight.reshape(self.out_channels, self.in_channels, -1)
         w = (w if taps is None else w[:, :, taps]).reshape(self.out_channels, -1)
+        return self.patch_product(within_range(patches), w)
+
+    def patch_product(self, patches: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Requantised bias + patches @ w.T, for patches already within ACT_MAX and w some of `weight`'s entries (out, features)."""
         with exact_kernels():
-            acc = torch.addmm(self.bias, patches.clamp(-ACT_MAX, ACT_MAX), w.T)
+            acc = torch.addmm(self.bias, patches, w.T)
         return self._requantise(acc)
 
 
@@ -390,18 +422,25 @@ def checkerboard_context(conv: IntegerConv, y_anchors: torch.Tensor, rest: torch
     (views, c, h, w), (kd, kh, kw) = y_anchors.shape, conv.weight.shape[2:]
     if (views, kd, kh, kw) != (2, 3, 5, 5) or conv.options["padding"] != (1, 2, 2):
         raise ValueError(f"not a checkerboard context conv: kernel {(kd, kh, kw)} over {views} views")
-    plane = anchor_mask(kh, kw, device=y_anchors.device).flatten().nonzero()[:, 0]
-    dr, dc = plane // kw, plane % kw
-    taps = (torch.arange(kd, device=plane.device)[:, None] * kh * kw + plane).flatten()
-    ypad = y_anchors.new_zeros(c, views + 2, h + 4, w + 4)  # depth: zero, left, right, zero
-    ypad[:, 1:views + 1, 2:h + 2, 2:w + 2] = y_anchors.transpose(0, 1)
+    dev = y_anchors.device
+    plane = anchor_mask(kh, kw, device=dev).flatten().nonzero()[:, 0]
+    taps = (torch.arange(kd, device=dev)[:, None] * kh * kw + plane).flatten()
+    # channels last, so that one row gather gives each position's patch as one contiguous row:
+    # features in (depth, tap, channel) order, the weights' columns permuted to match
+    depth, rows_, cols_ = views + 2, h + 4, w + 4  # depth: zero, left, right, zero
+    ypad = y_anchors.new_zeros(depth, rows_, cols_, c)
+    ypad[1:views + 1, 2:h + 2, 2:w + 2] = y_anchors.permute(0, 2, 3, 1).clamp(-ACT_MAX, ACT_MAX)
+    ypad = ypad.reshape(-1, c)
+    tap_offsets = (torch.arange(kd, device=dev)[:, None] * rows_ + plane // kw) * cols_ + plane % kw  # (kd, 12)
+    view_offsets = torch.arange(views, device=dev) * rows_ * cols_
+    weights = conv.weight.reshape(conv.out_channels, c, -1)[:, :, taps].transpose(1, 2).reshape(conv.out_channels, -1)
     rows, cols = rest.nonzero(as_tuple=True)
     blocks = []
     for start in range(0, len(rows), PATCH_POSITIONS):
-        r, q = rows[start:start + PATCH_POSITIONS, None], cols[start:start + PATCH_POSITIONS, None]
-        patches = ypad[:, :, r + dr, q + dc]  # (c, 4, P, 12)
-        per_view = torch.cat([patches[:, v:v + kd].permute(2, 0, 1, 3).reshape(len(r), -1) for v in range(views)])
-        blocks.append(conv.forward_patches(per_view, taps).reshape(views, len(r), -1))
+        corner = rows[start:start + PATCH_POSITIONS] * cols_ + cols[start:start + PATCH_POSITIONS]  # of the 5x5 window, padded
+        index = view_offsets[:, None, None] + corner[None, :, None] + tap_offsets.flatten()  # (views, P, kd * 12)
+        patches = ypad.index_select(0, index.flatten()).reshape(views * len(corner), -1)
+        blocks.append(conv.patch_product(patches, weights).reshape(views, len(corner), -1))
     return torch.cat(blocks, dim=1).transpose(1, 2)
 
 
