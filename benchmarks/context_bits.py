@@ -2,7 +2,9 @@
 (not a test: prints measured figures; weights/README.md quotes them).
 
 Give two weights files on the same transforms and hyperprior (a BiSIC trained with
-`train --freeze shared` on that BiSIC-Fast; the defaults unless said): then the latent y and
+`train --freeze shared` on that BiSIC-Fast; by default the shipped defaults, which since
+BiSIC-Fast step 97,857 need `--bisic-fast archive/stereocodec_weights_archive/bisic-fast-step77951.safetensors`
+to match BiSIC step 82,451): then the latent y and
 the hyper-latent bits are the same and only the entropy model differs (checked: the script
 refuses files whose analysis transforms differ). The release's eval forward
 (estimated bits, the likelihoods) runs on a centre crop of each pair of PAIRS_DIR at the given
@@ -22,8 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stereocodec.io.images import pair_tensor, read_view
-from stereocodec.store import default_entry, load_stored
-from stereocodec.weights import load_weights
+from stereocodec.store import load_chosen
 
 VARIANTS = ("bisic", "bisic-fast")
 
@@ -63,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pairs = centre_crops(args.pairs, args.crop)
     files = {"bisic": args.bisic, "bisic-fast": args.bisic_fast}
-    models = {v: (load_weights(f, v) if f else load_stored(default_entry(v))).model.eval() for v, f in files.items()}
+    models = {v: load_chosen(f, v).model.eval() for v, f in files.items()}
     a, b = (dict(m.Conv3DEncoder_A.named_parameters()) for m in models.values())
     if any(not torch.equal(a[k], b[k]) for k in a):
         raise SystemExit("error: the two weights files have different analysis transforms; give a BiSIC trained on this BiSIC-Fast")
